@@ -1,0 +1,147 @@
+/**
+ * Every setting dashcast reads, in one place: the table that `--help` prints and README documents,
+ * and the `AppConfig` service that reads them with Effect `Config` (environment or CLI flags).
+ */
+import { Config, ConfigError, Duration, Effect, Either, Option, Redacted } from "effect"
+
+/** One documented setting: its environment name, the default shown to users, and what it does. */
+export interface Setting {
+  readonly name: string
+  readonly default: string
+  readonly description: string
+}
+
+export const settings: ReadonlyArray<Setting> = [
+  { name: "HOST", default: "0.0.0.0", description: "Interface to listen on" },
+  { name: "PORT", default: "8080", description: "TCP port to listen on (0 picks a free one)" },
+  { name: "UPDATE_INTERVAL", default: "10 minutes (5 seconds with DEMO)", description: "Time between scheduled upstream fetches" },
+  { name: "MAX_CONSECUTIVE_FAILURES", default: "3", description: "Failures tolerated at the normal interval before backing off" },
+  { name: "MAX_BACKOFF", default: "30 minutes", description: "Longest delay between attempts while backing off" },
+  { name: "INITIAL_FETCH_RETRIES", default: "3", description: "Attempts of the initial load before the normal schedule takes over" },
+  { name: "INITIAL_RETRY_DELAY", default: "5 seconds", description: "Delay between initial load attempts" },
+  { name: "FRESHNESS", default: "5 minutes", description: "Age after which a connecting client triggers one background refresh" },
+  { name: "MIN_FETCH_GAP", default: "30 seconds", description: "Upstream is never called more often than this outside the schedule" },
+  { name: "UPSTREAM_TIMEOUT", default: "10 seconds", description: "Timeout of each upstream call" },
+  { name: "COINGECKO_BASE_URL", default: "https://api.coingecko.com", description: "CoinGecko API base URL" },
+  { name: "COINGECKO_API_KEY", default: "unset", description: "CoinGecko demo API key (secret, sent as x-cg-demo-api-key)" },
+  { name: "FNG_BASE_URL", default: "https://api.alternative.me", description: "alternative.me Fear & Greed API base URL" },
+  { name: "ADMIN_TOKEN", default: "unset (force update disabled)", description: "Bearer token for POST /api/dashboard/refresh (secret)" },
+  { name: "CACHE_PATH", default: "data/dashcast.sqlite", description: "SQLite file of the L2 cache; :memory: allowed" },
+  { name: "REDIS_URL", default: "unset (single instance)", description: "Redis for the shared L2 cache and clustering (secret)" },
+  { name: "TLS_CERT", default: "unset", description: "PEM certificate; with TLS_KEY serves https and wss" },
+  { name: "TLS_KEY", default: "unset", description: "PEM private key; with TLS_CERT serves https and wss" },
+  { name: "ALLOWED_ORIGINS", default: "unset (any origin)", description: "Comma-separated browser origins allowed to open /ws" },
+  { name: "DEMO", default: "false", description: "Serve a simulated market feed instead of calling upstream" },
+  { name: "LOG_LEVEL", default: "info", description: "trace, debug, info, warning, error or none" },
+  { name: "LOG_FORMAT", default: "pretty", description: "pretty, or json for one object a line" },
+  { name: "MAX_CONNECTIONS", default: "unset", description: "Most WebSocket connections at once" },
+  { name: "MAX_CONNECTIONS_PER_IP", default: "unset", description: "Most WebSocket connections from one address" },
+  { name: "MAX_MESSAGE_BYTES", default: "4096", description: "Largest client frame; a bigger one closes with 1009" },
+  { name: "LEASE_TTL", default: "10 seconds", description: "Leader lease time when clustered" }
+]
+
+const positiveDuration = (name: string, fallback: Duration.DurationInput) =>
+  Config.duration(name).pipe(
+    Config.withDefault(Duration.decode(fallback)),
+    Config.validate({ message: "must be a positive duration such as \"10 minutes\"", validation: (d: Duration.Duration) => Duration.toMillis(d) > 0 })
+  )
+
+const nonNegativeInt = (name: string, fallback: number) =>
+  Config.integer(name).pipe(
+    Config.withDefault(fallback),
+    Config.validate({ message: "must be an integer of 0 or more", validation: (n) => n >= 0 })
+  )
+
+const positiveIntOption = (name: string) =>
+  Config.option(
+    Config.integer(name).pipe(Config.validate({ message: "must be a positive integer", validation: (n) => n > 0 }))
+  )
+
+const httpUrl = (name: string, fallback: string) =>
+  Config.string(name).pipe(
+    Config.withDefault(fallback),
+    Config.validate({
+      message: "must be an http(s) URL",
+      validation: (s) => URL.canParse(s) && /^https?:$/.test(new URL(s).protocol)
+    }),
+    Config.map((s) => s.replace(/\/+$/, ""))
+  )
+
+const optionalSecret = (name: string) =>
+  Config.option(Config.redacted(name)).pipe(
+    Config.map(Option.filter((secret) => Redacted.value(secret).length > 0))
+  )
+
+export const LogFormat = Config.literal("pretty", "json")("LOG_FORMAT").pipe(Config.withDefault("pretty" as const))
+
+const appConfig = Config.all({
+  host: Config.string("HOST").pipe(Config.withDefault("0.0.0.0")),
+  port: Config.integer("PORT").pipe(
+    Config.withDefault(8080),
+    Config.validate({ message: "must be a port between 0 and 65535", validation: (n) => n >= 0 && n <= 65535 })
+  ),
+  demo: Config.boolean("DEMO").pipe(Config.withDefault(false)),
+  updateInterval: Config.option(positiveDuration("UPDATE_INTERVAL", "10 minutes")),
+  maxConsecutiveFailures: nonNegativeInt("MAX_CONSECUTIVE_FAILURES", 3),
+  maxBackoff: positiveDuration("MAX_BACKOFF", "30 minutes"),
+  initialFetchRetries: Config.integer("INITIAL_FETCH_RETRIES").pipe(
+    Config.withDefault(3),
+    Config.validate({ message: "must be an integer of 1 or more", validation: (n) => n >= 1 })
+  ),
+  initialRetryDelay: positiveDuration("INITIAL_RETRY_DELAY", "5 seconds"),
+  freshness: positiveDuration("FRESHNESS", "5 minutes"),
+  minFetchGap: Config.duration("MIN_FETCH_GAP").pipe(Config.withDefault(Duration.seconds(30))),
+  upstreamTimeout: positiveDuration("UPSTREAM_TIMEOUT", "10 seconds"),
+  coingeckoBaseUrl: httpUrl("COINGECKO_BASE_URL", "https://api.coingecko.com"),
+  coingeckoApiKey: optionalSecret("COINGECKO_API_KEY"),
+  fngBaseUrl: httpUrl("FNG_BASE_URL", "https://api.alternative.me"),
+  adminToken: optionalSecret("ADMIN_TOKEN"),
+  cachePath: Config.string("CACHE_PATH").pipe(Config.withDefault("data/dashcast.sqlite")),
+  redisUrl: optionalSecret("REDIS_URL"),
+  tlsCert: Config.option(Config.nonEmptyString("TLS_CERT")),
+  tlsKey: Config.option(Config.nonEmptyString("TLS_KEY")),
+  allowedOrigins: Config.option(
+    Config.string("ALLOWED_ORIGINS").pipe(
+      Config.map((s) => s.split(",").map((o) => o.trim()).filter((o) => o.length > 0))
+    )
+  ),
+  logLevel: Config.logLevel("LOG_LEVEL").pipe(Config.withDefault("Info" as const), Config.map((l) => l)),
+  logFormat: LogFormat,
+  maxConnections: positiveIntOption("MAX_CONNECTIONS"),
+  maxConnectionsPerIp: positiveIntOption("MAX_CONNECTIONS_PER_IP"),
+  maxMessageBytes: Config.integer("MAX_MESSAGE_BYTES").pipe(
+    Config.withDefault(4096),
+    Config.validate({ message: "must be between 64 and 16777216", validation: (n) => n >= 64 && n <= 16 * 1024 * 1024 })
+  ),
+  leaseTtl: positiveDuration("LEASE_TTL", "10 seconds")
+}).pipe(
+  Config.mapOrFail((c) =>
+    Option.isSome(c.tlsCert) !== Option.isSome(c.tlsKey)
+      ? Either.left(ConfigError.InvalidData(["TLS_CERT"], "TLS_CERT and TLS_KEY must be set together"))
+      : Either.right({
+        ...c,
+        // With DEMO on and no interval given, a trial run moves every 5 seconds.
+        updateInterval: Option.getOrElse(c.updateInterval, () => Duration.decode(c.demo ? "5 seconds" : "10 minutes"))
+      })
+  )
+)
+
+/** The validated configuration of one dashcast process. */
+export class AppConfig extends Effect.Service<AppConfig>()("dashcast/AppConfig", {
+  effect: appConfig
+}) {}
+
+export type AppSettings = Omit<AppConfig, "_tag">
+
+/** One line naming the variable and the problem, for a start-up that must stop with exit code 2. */
+export const describeConfigError = (error: ConfigError.ConfigError): string => {
+  const lines = ConfigError.reduceWithContext(error, undefined, {
+    andCase: (_, l: ReadonlyArray<string>, r: ReadonlyArray<string>) => [...l, ...r],
+    orCase: (_, l: ReadonlyArray<string>, r: ReadonlyArray<string>) => [...l, ...r],
+    invalidDataCase: (_, path, message) => [`${path.join(".")}: ${message}`],
+    missingDataCase: (_, path, message) => [`${path.join(".")}: ${message}`],
+    sourceUnavailableCase: (_, path, message) => [`${path.join(".")}: ${message}`],
+    unsupportedCase: (_, path, message) => [`${path.join(".")}: ${message}`]
+  })
+  return `invalid configuration: ${lines[0] ?? String(error)}`
+}

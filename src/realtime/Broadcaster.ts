@@ -1,0 +1,148 @@
+/**
+ * Turns summaries and upstream failures into protocol frames and publishes them on the Bun topic
+ * `dashboard`. It also holds the latest snapshot in memory, so a connecting socket gets its welcome
+ * synchronously, without a cache read or a fiber per connection.
+ */
+import { Clock, DateTime, Duration, Effect, Option, Schema } from "effect"
+import { AppConfig } from "../Config.js"
+import { DashboardSummary, type SummarySnapshot } from "../market/DashboardSummary.js"
+import { encodeServerMessage, type UpdateSource, WELCOME_TEXT } from "./Protocol.js"
+
+export const DASHBOARD_TOPIC = "dashboard"
+
+/** What the Broadcaster needs from the server: Bun's native pub/sub, nothing per socket. */
+export interface TopicPublisher {
+  readonly publish: (topic: string, frame: string) => number
+  readonly subscriberCount: (topic: string) => number
+}
+
+/** When the updater will try upstream next, and why the last attempt failed, if it did. */
+export interface UpdaterStatus {
+  readonly nextAttemptAt: Option.Option<number>
+  readonly lastError: Option.Option<string>
+}
+
+const encodeSummary = Schema.encodeSync(DashboardSummary)
+
+interface Latest {
+  readonly snapshot: SummarySnapshot
+  /** The summary in wire form, encoded once per snapshot and reused by every welcome. */
+  readonly data: typeof DashboardSummary.Encoded
+  readonly fetchedAtMillis: number
+}
+
+export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadcaster", {
+  effect: Effect.gen(function*() {
+    const config = yield* AppConfig
+    const freshnessMillis = Duration.toMillis(config.freshness)
+    let publisher: Option.Option<TopicPublisher> = Option.none()
+    let latest: Option.Option<Latest> = Option.none()
+    let status: UpdaterStatus = { nextAttemptAt: Option.none(), lastError: Option.none() }
+
+    const publishFrame = (frame: string): number =>
+      Option.match(publisher, { onNone: () => 0, onSome: (p) => p.publish(DASHBOARD_TOPIC, frame) })
+
+    const remember = (snapshot: SummarySnapshot) => {
+      latest = Option.some({
+        snapshot,
+        data: encodeSummary(snapshot.summary),
+        fetchedAtMillis: DateTime.toEpochMillis(snapshot.fetched_at)
+      })
+    }
+
+    /** Age and staleness of the latest snapshot at `now`, for welcomes and `GET /api/dashboard`. */
+    const view = (now: number) =>
+      Option.map(latest, (l) => {
+        const ageMillis = Math.max(0, now - l.fetchedAtMillis)
+        return {
+          snapshot: l.snapshot,
+          data: l.data,
+          ageSeconds: Math.round(ageMillis / 100) / 10,
+          stale: ageMillis >= freshnessMillis || l.snapshot.stale_fields.length > 0
+        }
+      })
+
+    return {
+      /** Connects the running server; until then publishing only updates the latest snapshot. */
+      attach: (p: TopicPublisher) =>
+        Effect.sync(() => {
+          publisher = Option.some(p)
+        }),
+      detach: Effect.sync(() => {
+        publisher = Option.none()
+      }),
+      /** Sets the latest snapshot without telling anyone (a warm start from the cache). */
+      seed: (snapshot: SummarySnapshot) => Effect.sync(() => remember(snapshot)),
+      latest: Effect.sync(() => Option.map(latest, (l) => l.snapshot)),
+      view: Effect.map(Clock.currentTimeMillis, view),
+      status: Effect.sync(() => status),
+      setStatus: (next: UpdaterStatus) =>
+        Effect.sync(() => {
+          status = next
+        }),
+      /** Publishes a new summary to every subscriber; returns how many sockets it was handed to. */
+      publishUpdate: Effect.fn("Broadcaster.publishUpdate")(function*(snapshot: SummarySnapshot, source: UpdateSource) {
+        remember(snapshot)
+        const timestamp = DateTime.formatIso(yield* DateTime.now)
+        const frame = updateFrame(snapshot, source, timestamp)
+        const recipients = publishFrame(frame)
+        yield* Effect.logDebug("update published").pipe(
+          Effect.annotateLogs({ seq: snapshot.seq, source, recipients })
+        )
+        return recipients
+      }),
+      publishError: Effect.fn("Broadcaster.publishError")(function*(error: string, retryAfterSeconds: number) {
+        const timestamp = DateTime.formatIso(yield* DateTime.now)
+        return publishFrame(encodeServerMessage({ type: "error", error, timestamp, retry_after: retryAfterSeconds }))
+      }),
+      /**
+       * The frames a socket gets when it connects or drains, built synchronously on the socket's
+       * callback: the welcome when a summary exists, else an error saying when data is expected.
+       */
+      welcomeFrame: (now: number): string => {
+        const current = view(now)
+        const timestamp = new Date(now).toISOString()
+        if (Option.isNone(current)) {
+          const retryAfter = Option.match(status.nextAttemptAt, {
+            onNone: () => 1,
+            onSome: (at) => Math.max(1, Math.ceil((at - now) / 1000))
+          })
+          return encodeServerMessage({
+            type: "error",
+            error: Option.getOrElse(status.lastError, () => "No market data yet: the first fetch is in progress"),
+            timestamp,
+            retry_after: retryAfter
+          })
+        }
+        const { ageSeconds, data, snapshot, stale } = current.value
+        // The summary is already in wire form; this builds the Welcome schema's encoded shape.
+        return JSON.stringify({
+          type: "welcome",
+          data,
+          timestamp,
+          message: WELCOME_TEXT,
+          seq: snapshot.seq,
+          age_seconds: ageSeconds,
+          stale,
+          ...(snapshot.stale_fields.length > 0 ? { stale_fields: snapshot.stale_fields } : {})
+        })
+      },
+      /** The latest summary as an update to one socket (answer to `request_update`, or after a drain). */
+      latestUpdateFrame: (now: number, source: UpdateSource): Option.Option<string> =>
+        Option.map(latest, (l) => updateFrame(l.snapshot, source, new Date(now).toISOString())),
+      subscriberCount: (): number =>
+        Option.match(publisher, { onNone: () => 0, onSome: (p) => p.subscriberCount(DASHBOARD_TOPIC) })
+    }
+  }),
+  dependencies: [AppConfig.Default]
+}) {}
+
+const updateFrame = (snapshot: SummarySnapshot, source: UpdateSource, timestamp: string): string =>
+  encodeServerMessage({
+    type: "dashboard_update",
+    data: snapshot.summary,
+    timestamp,
+    source,
+    seq: snapshot.seq,
+    ...(snapshot.stale_fields.length > 0 ? { stale_fields: snapshot.stale_fields } : {})
+  })

@@ -1,0 +1,160 @@
+/**
+ * Keeps the summary fresh: the initial load and background schedule (`Policy`), force updates and
+ * stale-while-revalidate refreshes. Every fetch, whoever asks for it, goes through one coalesced
+ * round trip, is written to the cache and handed to the Broadcaster.
+ */
+import { Cause, Clock, Data, DateTime, Deferred, Duration, Effect, FiberSet, Option, Schedule } from "effect"
+import { CacheManager, cacheKey } from "../cache/CacheManager.js"
+import { AppConfig } from "../Config.js"
+import { SummarySnapshot } from "../market/DashboardSummary.js"
+import { MarketData, type UpstreamError } from "../market/MarketData.js"
+import { Broadcaster } from "../realtime/Broadcaster.js"
+import type { UpdateSource } from "../realtime/Protocol.js"
+import { Attempt, type Decision, updatePolicy } from "./Policy.js"
+
+/** The latest snapshot, kept long enough to survive restarts and outages (its age is shown). */
+export const SummaryKey = cacheKey("dashboard:summary", SummarySnapshot, "7 days")
+
+/** A force update asked for sooner than `MIN_FETCH_GAP` after the last upstream call. */
+export class RefreshTooSoon extends Data.TaggedError("RefreshTooSoon")<{ readonly retryAfter: Duration.Duration }> {
+  override get message(): string {
+    return `upstream was called less than MIN_FETCH_GAP ago; retry after ${Duration.format(this.retryAfter)}`
+  }
+}
+
+export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
+  scoped: Effect.gen(function*() {
+    const config = yield* AppConfig
+    const market = yield* MarketData
+    const cache = yield* CacheManager
+    const broadcaster = yield* Broadcaster
+    const minGapMillis = Duration.toMillis(config.minFetchGap)
+    const freshnessMillis = Duration.toMillis(config.freshness)
+
+    // A warm start: the last snapshot from the cache is served at once, marked with its age.
+    const cached = yield* cache.get(SummaryKey)
+    if (Option.isSome(cached)) {
+      yield* broadcaster.seed(cached.value)
+      yield* Effect.logInfo("serving the cached summary until the first fetch").pipe(
+        Effect.annotateLogs({ seq: cached.value.seq, fetched_at: DateTime.formatIso(cached.value.fetched_at) })
+      )
+    }
+
+    const background = yield* FiberSet.make()
+    let inFlight: Option.Option<Deferred.Deferred<SummarySnapshot, UpstreamError>> = Option.none()
+    let lastFetchStartedAt = Number.NEGATIVE_INFINITY
+
+    const fetchOnce = (source: UpdateSource) =>
+      Effect.gen(function*() {
+        lastFetchStartedAt = yield* Clock.currentTimeMillis
+        const previous = yield* broadcaster.latest
+        const fetched = yield* market.fetch(Option.map(previous, (p) => p.summary))
+        const snapshot = SummarySnapshot.make({
+          summary: fetched.summary,
+          seq: Option.match(previous, { onNone: () => 1, onSome: (p) => p.seq + 1 }),
+          fetched_at: yield* DateTime.now,
+          stale_fields: fetched.staleFields
+        })
+        yield* cache.set(SummaryKey, snapshot)
+        yield* broadcaster.publishUpdate(snapshot, source)
+        // A partial result is published, but the attempt still counts as a failure for the schedule.
+        return yield* Option.match(fetched.partialFailure, {
+          onNone: () => Effect.succeed(snapshot),
+          onSome: Effect.fail
+        })
+      })
+
+    /** One upstream round trip shared by every concurrent caller (schedule, force, refresh). */
+    const fetchCoalesced = (source: UpdateSource): Effect.Effect<SummarySnapshot, UpstreamError> =>
+      Effect.suspend(() => {
+        if (Option.isSome(inFlight)) return Deferred.await(inFlight.value)
+        return Effect.uninterruptibleMask((restore) =>
+          Effect.gen(function*() {
+            const deferred = yield* Deferred.make<SummarySnapshot, UpstreamError>()
+            inFlight = Option.some(deferred)
+            const exit = yield* Effect.exit(restore(fetchOnce(source)))
+            inFlight = Option.none()
+            yield* Deferred.done(deferred, exit)
+            return yield* exit
+          })
+        )
+      }).pipe(Effect.withSpan("Updater.fetch", { attributes: { source } }))
+
+    const attempt = fetchCoalesced("scheduled_update").pipe(
+      Effect.as(Attempt.Success()),
+      Effect.catchTag("UpstreamError", (error) =>
+        Effect.logWarning(`upstream fetch failed: ${error.message}`).pipe(
+          Effect.as(Attempt.Failure({ retryAfter: error.retryAfter })),
+          Effect.tap(() =>
+            broadcaster.status.pipe(
+              Effect.flatMap((s) => broadcaster.setStatus({ ...s, lastError: Option.some(`Failed to fetch market data: ${error.message}`) }))
+            )
+          )
+        ))
+    )
+
+    const announce = (decision: Decision) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const nextAttemptAt = now + Duration.toMillis(decision.delay)
+        const status = yield* broadcaster.status
+        if (Attempt.$is("Success")(decision.last)) {
+          yield* broadcaster.setStatus({ nextAttemptAt: Option.some(nextAttemptAt), lastError: Option.none() })
+          return
+        }
+        yield* broadcaster.setStatus({ ...status, nextAttemptAt: Option.some(nextAttemptAt) })
+        const retryAfter = Math.ceil(Duration.toMillis(decision.delay) / 1000)
+        yield* broadcaster.publishError(
+          Option.getOrElse(status.lastError, () => "Failed to fetch market data"),
+          retryAfter
+        )
+        yield* Effect.logInfo("next upstream attempt scheduled").pipe(
+          Effect.annotateLogs({ consecutive_failures: decision.failures, retry_after_seconds: retryAfter })
+        )
+      })
+
+    const policy = updatePolicy({
+      interval: config.updateInterval,
+      threshold: config.maxConsecutiveFailures,
+      cap: config.maxBackoff,
+      initialAttempts: config.initialFetchRetries,
+      initialDelay: config.initialRetryDelay
+    }).pipe(Schedule.tapOutput(announce))
+
+    yield* attempt.pipe(Effect.repeat(policy), Effect.forkScoped, Effect.interruptible)
+
+    /** Seconds until upstream may be called again outside the schedule, or none if it may now. */
+    const gapRemaining = Effect.map(Clock.currentTimeMillis, (now) => {
+      const wait = lastFetchStartedAt + minGapMillis - now
+      return wait > 0 ? Option.some(Duration.millis(wait)) : Option.none()
+    })
+
+    return {
+      /** A fetch on demand (`POST /api/dashboard/refresh`), refused within `MIN_FETCH_GAP`. */
+      forceUpdate: Effect.fn("Updater.forceUpdate")(function*() {
+        if (Option.isSome(inFlight)) return yield* Deferred.await(inFlight.value)
+        const wait = yield* gapRemaining
+        if (Option.isSome(wait)) return yield* new RefreshTooSoon({ retryAfter: wait.value })
+        return yield* fetchCoalesced("force_update")
+      }),
+      /**
+       * Stale-while-revalidate: called when a client connects. When the summary is older than
+       * `FRESHNESS`, starts one background refresh, unless one runs or the gap forbids it.
+       */
+      refreshIfStale: Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const latest = yield* broadcaster.latest
+        const fresh = Option.exists(latest, (l) => now - DateTime.toEpochMillis(l.fetched_at) < freshnessMillis)
+        if (fresh || Option.isNone(latest) || Option.isSome(inFlight) || Option.isSome(yield* gapRemaining)) return false
+        yield* fetchCoalesced("refresh").pipe(
+          Effect.catchAllCause((cause) =>
+            Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning("background refresh failed", cause)
+          ),
+          FiberSet.run(background)
+        )
+        return true
+      })
+    }
+  }),
+  dependencies: [Broadcaster.Default, CacheManager.Default]
+}) {}
