@@ -2,7 +2,7 @@
  * Every setting dashcast reads, in one place: the table that `--help` prints and README documents,
  * and the `AppConfig` service that reads them with Effect `Config` (environment or CLI flags).
  */
-import { Config, ConfigError, Duration, Effect, Either, Option, Redacted } from "effect"
+import { Config, ConfigError, Duration, Effect, Either, LogLevel, Option, Redacted } from "effect"
 
 /** One documented setting: its environment name, the default shown to users, and what it does. */
 export interface Setting {
@@ -105,7 +105,7 @@ const appConfig = Config.all({
       Config.map((s) => s.split(",").map((o) => o.trim()).filter((o) => o.length > 0))
     )
   ),
-  logLevel: Config.logLevel("LOG_LEVEL").pipe(Config.withDefault("Info" as const), Config.map((l) => l)),
+  logLevel: Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
   logFormat: LogFormat,
   maxConnections: positiveIntOption("MAX_CONNECTIONS"),
   maxConnectionsPerIp: positiveIntOption("MAX_CONNECTIONS_PER_IP"),

@@ -26,6 +26,8 @@ const encodeSummary = Schema.encodeSync(DashboardSummary)
 
 interface Latest {
   readonly snapshot: SummarySnapshot
+  /** The last update frame published, re-sent as is to a socket that drained after missing it. */
+  readonly frame: Option.Option<string>
   /** The summary in wire form, encoded once per snapshot and reused by every welcome. */
   readonly data: typeof DashboardSummary.Encoded
   readonly fetchedAtMillis: number
@@ -42,9 +44,10 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
     const publishFrame = (frame: string): number =>
       Option.match(publisher, { onNone: () => 0, onSome: (p) => p.publish(DASHBOARD_TOPIC, frame) })
 
-    const remember = (snapshot: SummarySnapshot) => {
+    const remember = (snapshot: SummarySnapshot, frame: Option.Option<string>) => {
       latest = Option.some({
         snapshot,
+        frame,
         data: encodeSummary(snapshot.summary),
         fetchedAtMillis: DateTime.toEpochMillis(snapshot.fetched_at)
       })
@@ -72,7 +75,7 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
         publisher = Option.none()
       }),
       /** Sets the latest snapshot without telling anyone (a warm start from the cache). */
-      seed: (snapshot: SummarySnapshot) => Effect.sync(() => remember(snapshot)),
+      seed: (snapshot: SummarySnapshot) => Effect.sync(() => remember(snapshot, Option.none())),
       latest: Effect.sync(() => Option.map(latest, (l) => l.snapshot)),
       view: Effect.map(Clock.currentTimeMillis, view),
       status: Effect.sync(() => status),
@@ -82,9 +85,9 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
         }),
       /** Publishes a new summary to every subscriber; returns how many sockets it was handed to. */
       publishUpdate: Effect.fn("Broadcaster.publishUpdate")(function*(snapshot: SummarySnapshot, source: UpdateSource) {
-        remember(snapshot)
         const timestamp = DateTime.formatIso(yield* DateTime.now)
         const frame = updateFrame(snapshot, source, timestamp)
+        remember(snapshot, Option.some(frame))
         const recipients = publishFrame(frame)
         yield* Effect.logDebug("update published").pipe(
           Effect.annotateLogs({ seq: snapshot.seq, source, recipients })
@@ -130,6 +133,10 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
       /** The latest summary as an update to one socket (answer to `request_update`, or after a drain). */
       latestUpdateFrame: (now: number, source: UpdateSource): Option.Option<string> =>
         Option.map(latest, (l) => updateFrame(l.snapshot, source, new Date(now).toISOString())),
+      /** The frame last published, for a socket that may have missed it. */
+      lastPublishedFrame: (): Option.Option<string> => Option.flatMap(latest, (l) => l.frame),
+      /** Whether a connecting client should trigger a background refresh (no summary is not stale). */
+      isStale: (now: number): boolean => Option.exists(latest, (l) => now - l.fetchedAtMillis >= freshnessMillis),
       subscriberCount: (): number =>
         Option.match(publisher, { onNone: () => 0, onSome: (p) => p.subscriberCount(DASHBOARD_TOPIC) })
     }

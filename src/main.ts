@@ -1,0 +1,35 @@
+/**
+ * dashcast's entry point: composes the feature layers and runs them. No logic lives here.
+ */
+import { BunRuntime } from "@effect/platform-bun"
+import { Effect, Layer } from "effect"
+import { CacheManager } from "./cache/CacheManager.js"
+import * as Cli from "./Cli.js"
+import { AppConfig } from "./Config.js"
+import { HttpApi } from "./http/HttpApi.js"
+import { LoggingLive } from "./Logging.js"
+import { DemoMarketDataLive } from "./market/Demo.js"
+import { Broadcaster } from "./realtime/Broadcaster.js"
+import { Server } from "./realtime/Server.js"
+import { Updater } from "./updater/Updater.js"
+
+const DEMO_SEED = 20_250_820
+
+const MarketDataLive = Layer.unwrapEffect(
+  Effect.map(AppConfig, (config) => (config.demo ? DemoMarketDataLive(DEMO_SEED) : DemoMarketDataLive(DEMO_SEED)))
+)
+
+const ServerLive = Server.Default.pipe(
+  Layer.provide(HttpApi.Default),
+  Layer.provideMerge(Updater.DefaultWithoutDependencies),
+  Layer.provide(MarketDataLive),
+  Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
+  Layer.provide(CacheManager.Default),
+  Layer.provide(LoggingLive)
+)
+
+BunRuntime.runMain(Cli.run(process.argv.slice(2), Layer.discard(ServerLive)), {
+  disableErrorReporting: true,
+  disablePrettyLogger: true,
+  teardown: (exit, onExit) => onExit(Cli.exitCode(exit))
+})

@@ -1,0 +1,194 @@
+/**
+ * The Bun edge: one scoped service that owns `Bun.serve`. Native `websocket` callbacks and
+ * `server.publish` do the fan-out; the Effect HTTP app answers every other request. Closing the
+ * scope stops accepting, closes every socket with 1001 and stops the server.
+ */
+import { HttpApp } from "@effect/platform"
+import type { Server as BunServer, ServerWebSocket } from "bun"
+import { Data, Duration, Effect, FiberSet, Option } from "effect"
+import { AppConfig } from "../Config.js"
+import { HttpApi } from "../http/HttpApi.js"
+import { Updater } from "../updater/Updater.js"
+import { Broadcaster, DASHBOARD_TOPIC } from "./Broadcaster.js"
+import { describeProblem, encodeServerMessage, parseClientFrame } from "./Protocol.js"
+import { type BucketRule, fullBucket, secondsUntilToken, take, type TokenBucket } from "./TokenBucket.js"
+
+/** Per-connection state, kept in Bun's `ws.data`. */
+export interface SocketData {
+  readonly id: number
+  readonly ip: string
+  readonly openedAt: number
+  /** Any frame: a flood beyond this is answered with an error and costs a strike. */
+  readonly messages: TokenBucket
+  /** `request_update` answers. */
+  readonly requests: TokenBucket
+  /** Refused frames (garbage, floods); when none are left the socket is closed with 1008. */
+  readonly strikes: TokenBucket
+}
+
+export type DashcastSocket = ServerWebSocket<SocketData>
+
+export const MESSAGE_RULE: BucketRule = { capacity: 20, refillPerSecond: 5 }
+export const REQUEST_RULE: BucketRule = { capacity: 3, refillPerSecond: 0.5 }
+export const STRIKE_RULE: BucketRule = { capacity: 5, refillPerSecond: 0.1 }
+
+/** Close codes of the protocol. */
+export const CloseCode = { GoingAway: 1001, PolicyViolation: 1008, MessageTooBig: 1009 } as const
+
+/** Bytes a socket may have queued before it misses messages (latest wins on drain). */
+export const BACKPRESSURE_LIMIT = 256 * 1024
+const IDLE_TIMEOUT_SECONDS = 120
+const SHUTDOWN_GRACE = Duration.seconds(3)
+
+export class ServerStartError extends Data.TaggedError("ServerStartError")<{
+  readonly host: string
+  readonly port: number
+  readonly cause: unknown
+}> {
+  override get message(): string {
+    return `cannot listen on ${this.host}:${this.port}: ${this.cause instanceof Error ? this.cause.message : String(this.cause)}`
+  }
+}
+
+export class Server extends Effect.Service<Server>()("dashcast/Server", {
+  scoped: Effect.gen(function*() {
+    const config = yield* AppConfig
+    const broadcaster = yield* Broadcaster
+    const updater = yield* Updater
+    const api = yield* HttpApi
+    const runFork = yield* FiberSet.makeRuntime<never>()
+    const handleHttp = HttpApp.toWebHandlerRuntime(yield* Effect.runtime<never>())(api.app)
+
+    const sockets = new Set<DashcastSocket>()
+    let nextSocketId = 1
+    let accepting = true
+
+    const sendError = (ws: DashcastSocket, error: string, retryAfter?: number) =>
+      ws.sendText(encodeServerMessage({
+        type: "error",
+        error,
+        timestamp: new Date().toISOString(),
+        ...(retryAfter === undefined ? {} : { retry_after: retryAfter })
+      }))
+
+    /** A refused frame costs a strike; a client out of strikes keeps misbehaving and is closed. */
+    const refuse = (ws: DashcastSocket, now: number, error: string, retryAfter?: number) => {
+      if (!take(ws.data.strikes, STRIKE_RULE, now)) {
+        ws.close(CloseCode.PolicyViolation, "too many invalid or excess messages")
+        return
+      }
+      sendError(ws, error, retryAfter)
+    }
+
+    const onMessage = (ws: DashcastSocket, frame: string | Buffer) => {
+      const now = Date.now()
+      if (!take(ws.data.messages, MESSAGE_RULE, now)) {
+        return refuse(ws, now, "rate limited: too many messages", secondsUntilToken(ws.data.messages, MESSAGE_RULE))
+      }
+      const parsed = parseClientFrame(frame)
+      if (parsed._tag === "Left") return refuse(ws, now, describeProblem(parsed.left))
+      switch (parsed.right.type) {
+        case "ping":
+          ws.sendText(encodeServerMessage({ type: "pong", timestamp: new Date(now).toISOString() }))
+          return
+        case "request_update": {
+          if (!take(ws.data.requests, REQUEST_RULE, now)) {
+            return refuse(ws, now, "rate limited: request_update", secondsUntilToken(ws.data.requests, REQUEST_RULE))
+          }
+          const frame = broadcaster.latestUpdateFrame(now, "request_update")
+          if (Option.isSome(frame)) ws.sendText(frame.value)
+          else ws.sendText(broadcaster.welcomeFrame(now))
+          return
+        }
+      }
+    }
+
+    const websocket = {
+      maxPayloadLength: config.maxMessageBytes,
+      backpressureLimit: BACKPRESSURE_LIMIT,
+      closeOnBackpressureLimit: false,
+      idleTimeout: IDLE_TIMEOUT_SECONDS,
+      sendPings: true,
+      perMessageDeflate: false,
+      open(ws: DashcastSocket) {
+        sockets.add(ws)
+        const now = Date.now()
+        ws.sendText(broadcaster.welcomeFrame(now))
+        ws.subscribe(DASHBOARD_TOPIC)
+        if (broadcaster.isStale(now)) runFork(updater.refreshIfStale)
+      },
+      message: onMessage,
+      // A socket that was over its backpressure limit missed broadcasts: bring it up to date.
+      drain(ws: DashcastSocket) {
+        Option.map(broadcaster.lastPublishedFrame(), (frame) => ws.sendText(frame))
+      },
+      close(ws: DashcastSocket) {
+        sockets.delete(ws)
+      }
+    }
+
+    const fetch = (request: Request, server: BunServer<SocketData>): Response | Promise<Response> | undefined => {
+      const url = new URL(request.url)
+      if (url.pathname === "/ws") {
+        if (!accepting) return new Response("shutting down", { status: 503 })
+        const data: SocketData = {
+          id: nextSocketId++,
+          ip: server.requestIP(request)?.address ?? "unknown",
+          openedAt: Date.now(),
+          messages: fullBucket(MESSAGE_RULE, Date.now()),
+          requests: fullBucket(REQUEST_RULE, Date.now()),
+          strikes: fullBucket(STRIKE_RULE, Date.now())
+        }
+        if (server.upgrade(request, { data })) return undefined
+        return Response.json({ error: "expected a WebSocket upgrade" }, { status: 426 })
+      }
+      return handleHttp(request)
+    }
+
+    const server = yield* Effect.acquireRelease(
+      Effect.try({
+        try: () =>
+          Bun.serve<SocketData>({
+            hostname: config.host,
+            port: config.port,
+            fetch,
+            websocket,
+            error: (error) => {
+              runFork(Effect.logError("request failed", error))
+              return Response.json({ error: "internal error" }, { status: 500 })
+            }
+          }),
+        catch: (cause) => new ServerStartError({ host: config.host, port: config.port, cause })
+      }),
+      (server) =>
+        Effect.gen(function*() {
+          accepting = false
+          yield* broadcaster.detach
+          const open = sockets.size
+          const stopped = server.stop(false)
+          for (const ws of sockets) ws.close(CloseCode.GoingAway, "server shutting down")
+          yield* Effect.promise(() => stopped).pipe(
+            Effect.timeoutOption(SHUTDOWN_GRACE),
+            Effect.flatMap(Option.match({
+              onNone: () => Effect.promise(() => server.stop(true)),
+              onSome: () => Effect.void
+            }))
+          )
+          yield* Effect.logInfo("server stopped").pipe(Effect.annotateLogs({ closed_sockets: open }))
+        })
+    )
+
+    yield* broadcaster.attach({
+      publish: (topic, frame) => server.publish(topic, frame),
+      subscriberCount: (topic) => server.subscriberCount(topic)
+    })
+    const url = new URL(server.url.href)
+    yield* Effect.logInfo(`listening on ${url.href}`)
+
+    return {
+      url,
+      port: server.port ?? config.port,
+      connections: () => sockets.size
+    }
+  })
+}) {}
