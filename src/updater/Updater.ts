@@ -46,7 +46,6 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
 
     const fetchOnce = (source: UpdateSource) =>
       Effect.gen(function*() {
-        lastFetchStartedAt = yield* Clock.currentTimeMillis
         const previous = yield* broadcaster.latest
         const fetched = yield* market.fetch(Option.map(previous, (p) => p.summary))
         const snapshot = SummarySnapshot.make({
@@ -62,23 +61,35 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
           onNone: () => Effect.succeed(snapshot),
           onSome: Effect.fail
         })
-      })
+      }).pipe(Effect.withSpan("Updater.fetch", { attributes: { source } }))
 
-    /** One upstream round trip shared by every concurrent caller (schedule, force, refresh). */
-    const fetchCoalesced = (source: UpdateSource): Effect.Effect<SummarySnapshot, UpstreamError> =>
-      Effect.suspend(() => {
-        if (Option.isSome(inFlight)) return Deferred.await(inFlight.value)
+    /**
+     * Claims the upstream for one fetch and returns the effect that performs it. Claiming is
+     * synchronous, so callers that check and claim in one step never start two round trips.
+     */
+    const claimFetch = (source: UpdateSource) =>
+      Effect.gen(function*() {
+        const deferred = yield* Deferred.make<SummarySnapshot, UpstreamError>()
+        inFlight = Option.some(deferred)
+        lastFetchStartedAt = yield* Clock.currentTimeMillis
         return Effect.uninterruptibleMask((restore) =>
           Effect.gen(function*() {
-            const deferred = yield* Deferred.make<SummarySnapshot, UpstreamError>()
-            inFlight = Option.some(deferred)
             const exit = yield* Effect.exit(restore(fetchOnce(source)))
             inFlight = Option.none()
             yield* Deferred.done(deferred, exit)
             return yield* exit
           })
         )
-      }).pipe(Effect.withSpan("Updater.fetch", { attributes: { source } }))
+      })
+
+    /** One upstream round trip shared by every concurrent caller (schedule, force, refresh). */
+    const fetchCoalesced = (source: UpdateSource): Effect.Effect<SummarySnapshot, UpstreamError> =>
+      Effect.suspend(() =>
+        Option.match(inFlight, {
+          onSome: Deferred.await,
+          onNone: () => Effect.flatten(claimFetch(source))
+        })
+      )
 
     const attempt = fetchCoalesced("scheduled_update").pipe(
       Effect.as(Attempt.Success()),
@@ -146,7 +157,8 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         const latest = yield* broadcaster.latest
         const fresh = Option.exists(latest, (l) => now - DateTime.toEpochMillis(l.fetched_at) < freshnessMillis)
         if (fresh || Option.isNone(latest) || Option.isSome(inFlight) || Option.isSome(yield* gapRemaining)) return false
-        yield* fetchCoalesced("refresh").pipe(
+        const refresh = yield* claimFetch("refresh")
+        yield* refresh.pipe(
           Effect.catchAllCause((cause) =>
             Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning("background refresh failed", cause)
           ),
