@@ -32,7 +32,7 @@ export const settings: ReadonlyArray<Setting> = [
   { name: "TLS_KEY", default: "unset", description: "PEM private key; with TLS_CERT serves https and wss" },
   { name: "ALLOWED_ORIGINS", default: "unset (any origin)", description: "Comma-separated browser origins allowed to open /ws" },
   { name: "DEMO", default: "false", description: "Serve a simulated market feed instead of calling upstream" },
-  { name: "LOG_LEVEL", default: "info", description: "trace, debug, info, warning, error or none" },
+  { name: "LOG_LEVEL", default: "info", description: "trace, debug, info, warn, error, fatal or off" },
   { name: "LOG_FORMAT", default: "pretty", description: "pretty, or json for one object a line" },
   { name: "MAX_CONNECTIONS", default: "unset", description: "Most WebSocket connections at once" },
   { name: "MAX_CONNECTIONS_PER_IP", default: "unset", description: "Most WebSocket connections from one address" },
