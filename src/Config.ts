@@ -36,8 +36,7 @@ export const settings: ReadonlyArray<Setting> = [
   { name: "LOG_FORMAT", default: "pretty", description: "pretty, or json for one object a line" },
   { name: "MAX_CONNECTIONS", default: "unset", description: "Most WebSocket connections at once" },
   { name: "MAX_CONNECTIONS_PER_IP", default: "unset", description: "Most WebSocket connections from one address" },
-  { name: "MAX_MESSAGE_BYTES", default: "4096", description: "Largest client frame; a bigger one closes with 1009" },
-  { name: "LEASE_TTL", default: "10 seconds", description: "Leader lease time when clustered" }
+  { name: "MAX_MESSAGE_BYTES", default: "4096", description: "Largest client frame; a bigger one closes with 1009" }
 ]
 
 const positiveDuration = (name: string, fallback: Duration.DurationInput) =>
@@ -112,8 +111,7 @@ const appConfig = Config.all({
   maxMessageBytes: Config.integer("MAX_MESSAGE_BYTES").pipe(
     Config.withDefault(4096),
     Config.validate({ message: "must be between 64 and 16777216", validation: (n) => n >= 64 && n <= 16 * 1024 * 1024 })
-  ),
-  leaseTtl: positiveDuration("LEASE_TTL", "10 seconds")
+  )
 }).pipe(
   Config.mapOrFail((c) =>
     Option.isSome(c.tlsCert) !== Option.isSome(c.tlsKey)
