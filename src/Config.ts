@@ -2,6 +2,7 @@
  * Every setting dashcast reads, in one place: the table that `--help` prints and README documents,
  * and the `AppConfig` service that reads them with Effect `Config` (environment or CLI flags).
  */
+import { readFileSync } from "node:fs"
 import { Config, ConfigError, Duration, Effect, Either, LogLevel, Option, Redacted } from "effect"
 
 /** One documented setting: its environment name, the default shown to users, and what it does. */
@@ -66,6 +67,21 @@ const httpUrl = (name: string, fallback: string) =>
     Config.map((s) => s.replace(/\/+$/, ""))
   )
 
+/** A PEM file, read at start-up so that a missing or unreadable file stops it with a clear line. */
+const pemFile = (name: string) =>
+  Config.nonEmptyString(name).pipe(
+    Config.mapOrFail((path) => {
+      try {
+        const pem = readFileSync(path, "utf8")
+        return pem.includes("-----BEGIN ")
+          ? Either.right({ path, pem: Redacted.make(pem) })
+          : Either.left(ConfigError.InvalidData([], `${path} is not a PEM file`))
+      } catch (error) {
+        return Either.left(ConfigError.InvalidData([], `cannot read ${path}: ${error instanceof Error ? error.message : String(error)}`))
+      }
+    })
+  )
+
 const optionalSecret = (name: string) =>
   Config.option(Config.redacted(name)).pipe(
     Config.map(Option.filter((secret) => Redacted.value(secret).length > 0))
@@ -97,8 +113,8 @@ const appConfig = Config.all({
   adminToken: optionalSecret("ADMIN_TOKEN"),
   cachePath: Config.string("CACHE_PATH").pipe(Config.withDefault("data/dashcast.sqlite")),
   redisUrl: optionalSecret("REDIS_URL"),
-  tlsCert: Config.option(Config.nonEmptyString("TLS_CERT")),
-  tlsKey: Config.option(Config.nonEmptyString("TLS_KEY")),
+  tlsCert: Config.option(pemFile("TLS_CERT")),
+  tlsKey: Config.option(pemFile("TLS_KEY")),
   allowedOrigins: Config.option(
     Config.string("ALLOWED_ORIGINS").pipe(
       Config.map((s) => s.split(",").map((o) => o.trim()).filter((o) => o.length > 0))

@@ -5,7 +5,7 @@
  */
 import { HttpApp } from "@effect/platform"
 import type { Server as BunServer, ServerWebSocket } from "bun"
-import { Data, Duration, Effect, FiberSet, Option } from "effect"
+import { Data, Duration, Effect, FiberSet, Option, Redacted } from "effect"
 import { AppConfig } from "../Config.js"
 import { HttpApi } from "../http/HttpApi.js"
 import { Updater } from "../updater/Updater.js"
@@ -60,8 +60,28 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
     const handleHttp = HttpApp.toWebHandlerRuntime(yield* Effect.runtime<never>())(api.app)
 
     const sockets = new Set<DashcastSocket>()
+    const perIp = new Map<string, number>()
     let nextSocketId = 1
     let accepting = true
+    const allowedOrigins = Option.map(config.allowedOrigins, (origins) => new Set(origins))
+
+    /** Why an upgrade is refused, checked before any socket state is made. */
+    const refuseUpgrade = (request: Request, ip: string): Option.Option<Response> => {
+      const refuse = (status: number, error: string) => Option.some(Response.json({ error }, { status }))
+      if (!accepting) return refuse(503, "server shutting down")
+      const origin = request.headers.get("origin")
+      // Browsers always send Origin; programs usually do not, and are not subject to the check.
+      if (origin !== null && Option.isSome(allowedOrigins) && !allowedOrigins.value.has(origin)) {
+        return refuse(403, `origin ${origin} is not allowed`)
+      }
+      if (Option.exists(config.maxConnections, (max) => sockets.size >= max)) {
+        return refuse(503, "server is at its connection limit")
+      }
+      if (Option.exists(config.maxConnectionsPerIp, (max) => (perIp.get(ip) ?? 0) >= max)) {
+        return refuse(429, "too many connections from this address")
+      }
+      return Option.none()
+    }
 
     const sendError = (ws: DashcastSocket, error: string, retryAfter?: number) =>
       ws.sendText(encodeServerMessage({
@@ -112,6 +132,7 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
       perMessageDeflate: false,
       open(ws: DashcastSocket) {
         sockets.add(ws)
+        perIp.set(ws.data.ip, (perIp.get(ws.data.ip) ?? 0) + 1)
         const now = Date.now()
         ws.sendText(broadcaster.welcomeFrame(now))
         ws.subscribe(DASHBOARD_TOPIC)
@@ -124,16 +145,21 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
       },
       close(ws: DashcastSocket) {
         sockets.delete(ws)
+        const left = (perIp.get(ws.data.ip) ?? 1) - 1
+        if (left > 0) perIp.set(ws.data.ip, left)
+        else perIp.delete(ws.data.ip)
       }
     }
 
     const fetch = (request: Request, server: BunServer<SocketData>): Response | Promise<Response> | undefined => {
       const url = new URL(request.url)
       if (url.pathname === "/ws") {
-        if (!accepting) return new Response("shutting down", { status: 503 })
+        const ip = server.requestIP(request)?.address ?? "unknown"
+        const refused = refuseUpgrade(request, ip)
+        if (Option.isSome(refused)) return refused.value
         const data: SocketData = {
           id: nextSocketId++,
-          ip: server.requestIP(request)?.address ?? "unknown",
+          ip,
           openedAt: Date.now(),
           messages: fullBucket(MESSAGE_RULE, Date.now()),
           requests: fullBucket(REQUEST_RULE, Date.now()),
@@ -151,6 +177,9 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
           Bun.serve<SocketData>({
             hostname: config.host,
             port: config.port,
+            ...(Option.isSome(config.tlsCert) && Option.isSome(config.tlsKey)
+              ? { tls: { cert: Redacted.value(config.tlsCert.value.pem), key: Redacted.value(config.tlsKey.value.pem) } }
+              : {}),
             fetch,
             websocket,
             error: (error) => {
