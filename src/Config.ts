@@ -40,46 +40,43 @@ export const settings: ReadonlyArray<Setting> = [
   { name: "MAX_MESSAGE_BYTES", default: "4096", description: "Largest client frame; a bigger one closes with 1009" }
 ]
 
+/**
+ * A setting read by `base` under `name` and checked by `valid`. The check runs inside the name, so
+ * an invalid value is reported as `NAME: message`.
+ */
+const checked = <A>(name: string, base: Config.Config<A>, message: string, valid: (a: A) => boolean) =>
+  Config.nested(base.pipe(Config.validate({ message, validation: valid })), name)
+
 const positiveDuration = (name: string, fallback: Duration.DurationInput) =>
-  Config.duration(name).pipe(
-    Config.withDefault(Duration.decode(fallback)),
-    Config.validate({ message: "must be a positive duration such as \"10 minutes\"", validation: (d: Duration.Duration) => Duration.toMillis(d) > 0 })
+  checked(name, Config.duration(), "must be a positive duration such as \"10 minutes\"", (d) => Duration.toMillis(d) > 0).pipe(
+    Config.withDefault(Duration.decode(fallback))
   )
 
-const nonNegativeInt = (name: string, fallback: number) =>
-  Config.integer(name).pipe(
-    Config.withDefault(fallback),
-    Config.validate({ message: "must be an integer of 0 or more", validation: (n) => n >= 0 })
-  )
-
-const positiveIntOption = (name: string) =>
-  Config.option(
-    Config.integer(name).pipe(Config.validate({ message: "must be a positive integer", validation: (n) => n > 0 }))
-  )
+const intAtLeast = (name: string, min: number) =>
+  checked(name, Config.integer(), `must be an integer of ${min} or more`, (n) => n >= min)
 
 const httpUrl = (name: string, fallback: string) =>
-  Config.string(name).pipe(
+  checked(name, Config.string(), "must be an http(s) URL", (s) => URL.canParse(s) && /^https?:$/.test(new URL(s).protocol)).pipe(
     Config.withDefault(fallback),
-    Config.validate({
-      message: "must be an http(s) URL",
-      validation: (s) => URL.canParse(s) && /^https?:$/.test(new URL(s).protocol)
-    }),
     Config.map((s) => s.replace(/\/+$/, ""))
   )
 
 /** A PEM file, read at start-up so that a missing or unreadable file stops it with a clear line. */
 const pemFile = (name: string) =>
-  Config.nonEmptyString(name).pipe(
-    Config.mapOrFail((path) => {
-      try {
-        const pem = readFileSync(path, "utf8")
-        return pem.includes("-----BEGIN ")
-          ? Either.right({ path, pem: Redacted.make(pem) })
-          : Either.left(ConfigError.InvalidData([], `${path} is not a PEM file`))
-      } catch (error) {
-        return Either.left(ConfigError.InvalidData([], `cannot read ${path}: ${error instanceof Error ? error.message : String(error)}`))
-      }
-    })
+  Config.nested(
+    Config.nonEmptyString().pipe(
+      Config.mapOrFail((path) => {
+        try {
+          const pem = readFileSync(path, "utf8")
+          return pem.includes("-----BEGIN ")
+            ? Either.right({ path, pem: Redacted.make(pem) })
+            : Either.left(ConfigError.InvalidData([], `${path} is not a PEM file`))
+        } catch (error) {
+          return Either.left(ConfigError.InvalidData([], `cannot read ${path}: ${error instanceof Error ? error.message : String(error)}`))
+        }
+      })
+    ),
+    name
   )
 
 const optionalSecret = (name: string) =>
@@ -91,18 +88,14 @@ export const LogFormat = Config.literal("pretty", "json")("LOG_FORMAT").pipe(Con
 
 const appConfig = Config.all({
   host: Config.string("HOST").pipe(Config.withDefault("0.0.0.0")),
-  port: Config.integer("PORT").pipe(
-    Config.withDefault(8080),
-    Config.validate({ message: "must be a port between 0 and 65535", validation: (n) => n >= 0 && n <= 65535 })
+  port: checked("PORT", Config.integer(), "must be a port between 0 and 65535", (n) => n >= 0 && n <= 65535).pipe(
+    Config.withDefault(8080)
   ),
   demo: Config.boolean("DEMO").pipe(Config.withDefault(false)),
   updateInterval: Config.option(positiveDuration("UPDATE_INTERVAL", "10 minutes")),
-  maxConsecutiveFailures: nonNegativeInt("MAX_CONSECUTIVE_FAILURES", 3),
+  maxConsecutiveFailures: intAtLeast("MAX_CONSECUTIVE_FAILURES", 0).pipe(Config.withDefault(3)),
   maxBackoff: positiveDuration("MAX_BACKOFF", "30 minutes"),
-  initialFetchRetries: Config.integer("INITIAL_FETCH_RETRIES").pipe(
-    Config.withDefault(3),
-    Config.validate({ message: "must be an integer of 1 or more", validation: (n) => n >= 1 })
-  ),
+  initialFetchRetries: intAtLeast("INITIAL_FETCH_RETRIES", 1).pipe(Config.withDefault(3)),
   initialRetryDelay: positiveDuration("INITIAL_RETRY_DELAY", "5 seconds"),
   freshness: positiveDuration("FRESHNESS", "5 minutes"),
   minFetchGap: Config.duration("MIN_FETCH_GAP").pipe(Config.withDefault(Duration.seconds(30))),
@@ -112,7 +105,9 @@ const appConfig = Config.all({
   fngBaseUrl: httpUrl("FNG_BASE_URL", "https://api.alternative.me"),
   adminToken: optionalSecret("ADMIN_TOKEN"),
   cachePath: Config.string("CACHE_PATH").pipe(Config.withDefault("data/dashcast.sqlite")),
-  redisUrl: optionalSecret("REDIS_URL"),
+  redisUrl: Config.option(
+    checked("REDIS_URL", Config.redacted(), "must be a redis:// or rediss:// URL", (url) => /^rediss?:\/\//.test(Redacted.value(url)))
+  ),
   tlsCert: Config.option(pemFile("TLS_CERT")),
   tlsKey: Config.option(pemFile("TLS_KEY")),
   allowedOrigins: Config.option(
@@ -122,12 +117,14 @@ const appConfig = Config.all({
   ),
   logLevel: Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
   logFormat: LogFormat,
-  maxConnections: positiveIntOption("MAX_CONNECTIONS"),
-  maxConnectionsPerIp: positiveIntOption("MAX_CONNECTIONS_PER_IP"),
-  maxMessageBytes: Config.integer("MAX_MESSAGE_BYTES").pipe(
-    Config.withDefault(4096),
-    Config.validate({ message: "must be between 64 and 16777216", validation: (n) => n >= 64 && n <= 16 * 1024 * 1024 })
-  )
+  maxConnections: Config.option(intAtLeast("MAX_CONNECTIONS", 1)),
+  maxConnectionsPerIp: Config.option(intAtLeast("MAX_CONNECTIONS_PER_IP", 1)),
+  maxMessageBytes: checked(
+    "MAX_MESSAGE_BYTES",
+    Config.integer(),
+    "must be between 64 and 16777216",
+    (n) => n >= 64 && n <= 16 * 1024 * 1024
+  ).pipe(Config.withDefault(4096))
 }).pipe(
   Config.mapOrFail((c) =>
     Option.isSome(c.tlsCert) !== Option.isSome(c.tlsKey)

@@ -1,8 +1,15 @@
 /**
  * The typed cache: values are encoded with their Schema, kept in a bounded in-memory L1 with
- * per-key TTL, and written through to the L2 store. A value that no longer decodes is a miss.
+ * per-key TTL, and written through to the L2 `CacheStore` (SQLite, or Redis when `REDIS_URL` is set).
+ * A read checks L1, then L2, and refills L1 for the rest of the entry's life. A value that no longer
+ * decodes is a miss. An L2 failure degrades to L1: it is counted, logged once per outage, and L2 is
+ * used again as soon as it answers.
  */
-import { Clock, Duration, Effect, Option, Schema } from "effect"
+import { Clock, Duration, Effect, Layer, Option, Schema } from "effect"
+import { AppConfig } from "../Config.js"
+import { CacheStore, type CacheStoreError, expiryOf } from "./CacheStore.js"
+import { RedisStoreLive } from "./RedisStore.js"
+import { SqliteStoreLive } from "./SqliteStore.js"
 
 /** A cache entry's name, the Schema its value is stored with, and how long it lives. */
 export interface CacheKey<A, I> {
@@ -17,6 +24,35 @@ export const cacheKey = <A, I>(name: string, schema: Schema.Schema<A, I>, ttl: D
   ttl: Duration.decode(ttl)
 })
 
+/**
+ * Counters of one tier since start. `hits` and `misses` count lookups (a value that does not decode
+ * is a miss); `errors` counts values that did not decode and, for L2, operations that failed.
+ */
+export interface TierStats {
+  readonly hits: number
+  readonly misses: number
+  readonly errors: number
+}
+
+export interface CacheStats {
+  readonly l1: TierStats & { readonly entries: number }
+  readonly l2: TierStats & {
+    /** 1 while L2 is failing and the cache runs on L1 alone, else 0. */
+    readonly degraded: number
+    /** Outages since start (each logged once). */
+    readonly outages: number
+  }
+}
+
+/** The L2 store that the configuration asks for: Redis when `REDIS_URL` is set, else SQLite at `CACHE_PATH`. */
+export const CacheStoreLive: Layer.Layer<CacheStore, CacheStoreError, AppConfig> = Layer.unwrapEffect(
+  Effect.map(AppConfig, (config) =>
+    Option.match(config.redisUrl, {
+      onNone: () => SqliteStoreLive({ path: config.cachePath }),
+      onSome: (url) => RedisStoreLive({ url })
+    }))
+)
+
 interface L1Entry {
   readonly json: string
   readonly expiresAt: number
@@ -24,43 +60,137 @@ interface L1Entry {
 
 const L1_MAX_ENTRIES = 1024
 
+type Operation = "get" | "set"
+
 export class CacheManager extends Effect.Service<CacheManager>()("dashcast/CacheManager", {
-  effect: Effect.sync(() => {
+  effect: Effect.gen(function*() {
+    const store = yield* CacheStore
     // Insertion order makes the Map an LRU when a read re-inserts its entry.
     const l1 = new Map<string, L1Entry>()
+    const l1Stats = { hits: 0, misses: 0, errors: 0 }
+    const l2Stats = { hits: 0, misses: 0, errors: 0, outages: 0 }
+    // The operations failing in the current outage. A read that works again clears reads only (a
+    // read-only file still fails writes); a write that works proves the store healthy.
+    const failing = new Set<Operation>()
+    let outageStartedAt = 0
+    let outageErrors = 0
 
-    const get = Effect.fn("CacheManager.get")(function*<A, I>(key: CacheKey<A, I>) {
-      const now = yield* Clock.currentTimeMillis
-      const entry = l1.get(key.name)
-      if (entry === undefined) return Option.none<A>()
-      if (entry.expiresAt <= now) {
-        l1.delete(key.name)
-        return Option.none<A>()
-      }
-      l1.delete(key.name)
-      l1.set(key.name, entry)
-      return yield* Schema.decodeUnknown(Schema.parseJson(key.schema))(entry.json).pipe(
-        Effect.map(Option.some),
-        Effect.catchTag("ParseError", (error) =>
-          Effect.logWarning("cached value no longer decodes; treating it as a miss").pipe(
-            Effect.annotateLogs({ key: key.name, error: error.message }),
-            Effect.as(Option.none<A>())
-          ))
-      )
-    })
-
-    const set = Effect.fn("CacheManager.set")(function*<A, I>(key: CacheKey<A, I>, value: A) {
-      const now = yield* Clock.currentTimeMillis
-      const json = yield* Effect.orDie(Schema.encode(Schema.parseJson(key.schema))(value))
-      l1.delete(key.name)
-      l1.set(key.name, { json, expiresAt: now + Duration.toMillis(key.ttl) })
+    const remember = (name: string, entry: L1Entry) => {
+      l1.delete(name)
+      l1.set(name, entry)
       while (l1.size > L1_MAX_ENTRIES) {
         const oldest = l1.keys().next()
         if (oldest.done === true) break
         l1.delete(oldest.value)
       }
+    }
+
+    const decode = <A, I>(key: CacheKey<A, I>, json: string, tier: "l1" | "l2") =>
+      Schema.decodeUnknown(Schema.parseJson(key.schema))(json).pipe(
+        Effect.map(Option.some),
+        Effect.catchTag("ParseError", (error) =>
+          Effect.logWarning("cached value no longer decodes; treating it as a miss").pipe(
+            Effect.annotateLogs({ key: key.name, tier, error: error.message }),
+            Effect.as(Option.none<A>())
+          ))
+      )
+
+    /** Runs an L2 operation; a failure is counted, logged once per outage, and becomes `None`. */
+    const guarded = <A>(operation: Operation, key: string, effect: Effect.Effect<A, CacheStoreError>) =>
+      Effect.matchEffect(effect, {
+        onFailure: (error) =>
+          Effect.gen(function*() {
+            const now = yield* Clock.currentTimeMillis
+            l2Stats.errors++
+            const starts = failing.size === 0
+            failing.add(operation)
+            if (starts) {
+              l2Stats.outages++
+              outageStartedAt = now
+              outageErrors = 0
+            }
+            outageErrors++
+            const log = starts
+              ? Effect.logWarning("L2 cache unavailable; serving from memory until it recovers")
+              : Effect.logDebug("L2 cache still unavailable")
+            yield* log.pipe(
+              Effect.annotateLogs({ store: store.kind, location: store.location, operation, key, reason: error.reason, error: error.message })
+            )
+            return Option.none<A>()
+          }),
+        onSuccess: (value) =>
+          Effect.gen(function*() {
+            if (failing.size > 0) {
+              if (operation === "set") failing.clear()
+              else failing.delete("get")
+              if (failing.size === 0) {
+                const now = yield* Clock.currentTimeMillis
+                yield* Effect.logInfo("L2 cache available again").pipe(
+                  Effect.annotateLogs({
+                    store: store.kind,
+                    location: store.location,
+                    outage_seconds: Math.round((now - outageStartedAt) / 1000),
+                    failed_operations: outageErrors
+                  })
+                )
+              }
+            }
+            return Option.some(value)
+          })
+      })
+
+    const get = Effect.fn("CacheManager.get")(function*<A, I>(key: CacheKey<A, I>) {
+      const now = yield* Clock.currentTimeMillis
+      const entry = l1.get(key.name)
+      if (entry !== undefined && entry.expiresAt > now) {
+        remember(key.name, entry)
+        const value = yield* decode(key, entry.json, "l1")
+        if (Option.isSome(value)) {
+          l1Stats.hits++
+          return value
+        }
+        l1Stats.errors++
+      }
+      l1Stats.misses++
+      l1.delete(key.name)
+
+      const stored = yield* guarded("get", key.name, store.get(key.name))
+      if (Option.isNone(stored)) return Option.none<A>()
+      if (Option.isNone(stored.value)) {
+        l2Stats.misses++
+        return Option.none<A>()
+      }
+      const found = stored.value.value
+      const value = yield* decode(key, found.json, "l2")
+      if (Option.isNone(value)) {
+        l2Stats.errors++
+        l2Stats.misses++
+        return value
+      }
+      l2Stats.hits++
+      // The refilled entry keeps the expiry it was stored with, not a fresh TTL.
+      remember(key.name, found)
+      return value
     })
 
-    return { get, set } as const
-  })
-}) {}
+    const set = Effect.fn("CacheManager.set")(function*<A, I>(key: CacheKey<A, I>, value: A) {
+      const now = yield* Clock.currentTimeMillis
+      const json = yield* Effect.orDie(Schema.encode(Schema.parseJson(key.schema))(value))
+      remember(key.name, { json, expiresAt: expiryOf(now, key.ttl) })
+      yield* guarded("set", key.name, store.set(key.name, json, key.ttl))
+    })
+
+    /** Counters for `/metrics`, as plain numbers. */
+    const stats: Effect.Effect<CacheStats> = Effect.sync(() => ({
+      l1: { ...l1Stats, entries: l1.size },
+      l2: { ...l2Stats, degraded: failing.size > 0 ? 1 : 0 }
+    }))
+
+    return { get, set, stats } as const
+  }),
+  dependencies: [CacheStoreLive]
+}) {
+  /** The manager over a given L2 store (tests, tools), instead of the one the configuration picks. */
+  static readonly over = <E, R>(store: Layer.Layer<CacheStore, E, R>): Layer.Layer<CacheManager, E, R> =>
+    Layer.provide(CacheManager.DefaultWithoutDependencies, store)
+}
