@@ -5,8 +5,8 @@
  */
 import { Cause, ConfigError, ConfigProvider, Data, Effect, Either, Exit, Layer, Option } from "effect"
 import { AppConfig, describeConfigError, settings } from "./Config.js"
+import { VERSION } from "./Version.js"
 
-export const VERSION = "0.1.0"
 
 export type Command = "serve" | "healthcheck" | "help" | "version"
 

@@ -9,6 +9,7 @@ import { AppConfig } from "./Config.js"
 import { HttpApi } from "./http/HttpApi.js"
 import { LoggingLive } from "./Logging.js"
 import { DemoMarketDataLive } from "./market/Demo.js"
+import { UpstreamMarketDataFetchLive } from "./market/Upstream.js"
 import { Broadcaster } from "./realtime/Broadcaster.js"
 import { Server } from "./realtime/Server.js"
 import { Updater } from "./updater/Updater.js"
@@ -16,7 +17,7 @@ import { Updater } from "./updater/Updater.js"
 const DEMO_SEED = 20_250_820
 
 const MarketDataLive = Layer.unwrapEffect(
-  Effect.map(AppConfig, (config) => (config.demo ? DemoMarketDataLive(DEMO_SEED) : DemoMarketDataLive(DEMO_SEED)))
+  Effect.map(AppConfig, (config) => (config.demo ? DemoMarketDataLive(DEMO_SEED) : UpstreamMarketDataFetchLive))
 )
 
 const ServerLive = Server.Default.pipe(

@@ -94,33 +94,27 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     const attempt = fetchCoalesced("scheduled_update").pipe(
       Effect.as(Attempt.Success()),
       Effect.catchTag("UpstreamError", (error) =>
-        Effect.logWarning(`upstream fetch failed: ${error.message}`).pipe(
-          Effect.as(Attempt.Failure({ retryAfter: error.retryAfter })),
-          Effect.tap(() =>
-            broadcaster.status.pipe(
-              Effect.flatMap((s) => broadcaster.setStatus({ ...s, lastError: Option.some(`Failed to fetch market data: ${error.message}`) }))
-            )
-          )
+        broadcaster.status.pipe(
+          Effect.flatMap((status) => broadcaster.setStatus({ ...status, lastError: Option.some(error.message) })),
+          Effect.as(Attempt.Failure({ retryAfter: error.retryAfter }))
         ))
     )
 
+    /** After each attempt: record when the next is due; after a failure, tell clients and log one line. */
     const announce = (decision: Decision) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const nextAttemptAt = now + Duration.toMillis(decision.delay)
+        const nextAttemptAt = Option.some(now + Duration.toMillis(decision.delay))
         const status = yield* broadcaster.status
         if (Attempt.$is("Success")(decision.last)) {
-          yield* broadcaster.setStatus({ nextAttemptAt: Option.some(nextAttemptAt), lastError: Option.none() })
-          return
+          return yield* broadcaster.setStatus({ nextAttemptAt, lastError: Option.none() })
         }
-        yield* broadcaster.setStatus({ ...status, nextAttemptAt: Option.some(nextAttemptAt) })
+        yield* broadcaster.setStatus({ ...status, nextAttemptAt })
         const retryAfter = Math.ceil(Duration.toMillis(decision.delay) / 1000)
-        yield* broadcaster.publishError(
-          Option.getOrElse(status.lastError, () => "Failed to fetch market data"),
-          retryAfter
-        )
-        yield* Effect.logInfo("next upstream attempt scheduled").pipe(
-          Effect.annotateLogs({ consecutive_failures: decision.failures, retry_after_seconds: retryAfter })
+        const reason = Option.getOrElse(status.lastError, () => "unknown error")
+        yield* broadcaster.publishError(`Failed to fetch market data: ${reason}`, retryAfter)
+        yield* Effect.logWarning(`upstream fetch failed: ${reason}; next attempt in ${retryAfter} s`).pipe(
+          Effect.annotateLogs({ consecutive_failures: decision.failures })
         )
       })
 
