@@ -16,7 +16,7 @@ import {
   TestClock,
   Tracer
 } from "effect"
-import { VERSION } from "../../src/Cli.js"
+import { VERSION } from "../../src/Version.js"
 import { AppConfig } from "../../src/Config.js"
 import { DashboardSummary } from "../../src/market/DashboardSummary.js"
 import { type Endpoint, MarketData, type UpstreamError, type UpstreamReason } from "../../src/market/MarketData.js"
