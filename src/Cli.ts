@@ -71,9 +71,17 @@ export const helpText = (): string => {
   ].join("\n")
 }
 
-/** Flags first, then the environment. */
-export const configProvider = (invocation: Invocation): ConfigProvider.ConfigProvider =>
-  ConfigProvider.fromMap(new Map(invocation.flags)).pipe(ConfigProvider.orElse(() => ConfigProvider.fromEnv()))
+/**
+ * The environment with the flags laid over it, as one map: a flag wins, and a bad value, from
+ * either place, is reported as what it is rather than falling back to the other source.
+ */
+export const configProvider = (invocation: Invocation, env: NodeJS.ProcessEnv = process.env): ConfigProvider.ConfigProvider =>
+  ConfigProvider.fromMap(
+    new Map([
+      ...Object.entries(env).flatMap(([name, value]): Array<[string, string]> => (value === undefined ? [] : [[name, value]])),
+      ...invocation.flags
+    ])
+  )
 
 const healthcheck = Effect.gen(function*() {
   const config = yield* AppConfig
