@@ -10,6 +10,7 @@ import { HttpApi } from "./http/HttpApi.js"
 import { LoggingLive } from "./Logging.js"
 import { DemoMarketDataLive } from "./market/Demo.js"
 import { UpstreamMarketDataFetchLive } from "./market/Upstream.js"
+import { MetricsExporter } from "./metrics/MetricsExporter.js"
 import { Broadcaster } from "./realtime/Broadcaster.js"
 import { Server } from "./realtime/Server.js"
 import { Updater } from "./updater/Updater.js"
@@ -22,6 +23,7 @@ const MarketDataLive = Layer.unwrapEffect(
 
 const ServerLive = Server.Default.pipe(
   Layer.provide(HttpApi.Default),
+  Layer.provide(MetricsExporter.Default),
   Layer.provideMerge(Updater.DefaultWithoutDependencies),
   Layer.provide(MarketDataLive),
   Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),

@@ -5,8 +5,11 @@
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { DateTime, Duration, Effect, Option, Redacted, Schema } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
+import { CacheManager } from "../cache/CacheManager.js"
 import { AppConfig } from "../Config.js"
 import { DashboardSummary } from "../market/DashboardSummary.js"
+import * as Metrics from "../metrics/Metrics.js"
+import { MetricsExporter } from "../metrics/MetricsExporter.js"
 import { Broadcaster } from "../realtime/Broadcaster.js"
 import { Updater } from "../updater/Updater.js"
 
@@ -24,6 +27,12 @@ export class HttpApi extends Effect.Service<HttpApi>()("dashcast/HttpApi", {
     const config = yield* AppConfig
     const broadcaster = yield* Broadcaster
     const updater = yield* Updater
+    const cache = yield* CacheManager
+    const exporter = yield* MetricsExporter
+    const metrics = exporter.handler({
+      cacheStats: cache.stats,
+      summaryAgeSeconds: Effect.map(broadcaster.view, Option.map((v) => v.ageSeconds))
+    })
 
     const dashboard = Effect.gen(function*() {
       const view = yield* broadcaster.view
@@ -67,7 +76,9 @@ export class HttpApi extends Effect.Service<HttpApi>()("dashcast/HttpApi", {
         Effect.catchTags({
           RefreshTooSoon: (e) => {
             const seconds = Math.max(1, Math.ceil(Duration.toSeconds(e.retryAfter)))
-            return Effect.succeed(jsonError(429, e.message, { "retry-after": String(seconds) }))
+            return Metrics.rateLimit("force_update").pipe(
+              Effect.as(jsonError(429, e.message, { "retry-after": String(seconds) }))
+            )
           },
           UpstreamError: (e) => Effect.succeed(jsonError(502, `upstream failed: ${e.message}`))
         })
@@ -85,6 +96,7 @@ export class HttpApi extends Effect.Service<HttpApi>()("dashcast/HttpApi", {
       ),
       HttpRouter.get("/api/dashboard", dashboard),
       HttpRouter.post("/api/dashboard/refresh", refresh),
+      HttpRouter.get("/metrics", metrics),
       Effect.catchTag("RouteNotFound", () => Effect.succeed(jsonError(404, "not found")))
     )
     return { app } as const

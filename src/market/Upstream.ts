@@ -27,6 +27,7 @@ import { AppConfig } from "../Config.js"
 import { DashboardSummary, type SummaryField } from "./DashboardSummary.js"
 import { type Endpoint, MarketData, UpstreamError, UpstreamReason } from "./MarketData.js"
 import { wilderRsi } from "./Rsi.js"
+import * as Metrics from "../metrics/Metrics.js"
 
 const USER_AGENT = `dashcast/${VERSION}`
 const API_KEY_HEADER = "x-cg-demo-api-key"
@@ -245,6 +246,7 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
           duration: timeout,
           onTimeout: () => new UpstreamError({ endpoint, reason: UpstreamReason.Timeout({ after: timeout }) })
         }),
+        Metrics.trackUpstream(endpoint),
         Effect.withSpan(`Upstream.${endpoint}`)
       )
     )

@@ -6,6 +6,7 @@
 import { Clock, DateTime, Duration, Effect, Option, Schema } from "effect"
 import { AppConfig } from "../Config.js"
 import { DashboardSummary, type SummarySnapshot } from "../market/DashboardSummary.js"
+import * as Metrics from "../metrics/Metrics.js"
 import { encodeServerMessage, type UpdateSource, WELCOME_TEXT } from "./Protocol.js"
 
 export const DASHBOARD_TOPIC = "dashboard"
@@ -43,6 +44,9 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
 
     const publishFrame = (frame: string): number =>
       Option.match(publisher, { onNone: () => 0, onSome: (p) => p.publish(DASHBOARD_TOPIC, frame) })
+
+    const subscriberCount = (): number =>
+      Option.match(publisher, { onNone: () => 0, onSome: (p) => p.subscriberCount(DASHBOARD_TOPIC) })
 
     const remember = (snapshot: SummarySnapshot, frame: Option.Option<string>) => {
       latest = Option.some({
@@ -85,10 +89,14 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
         }),
       /** Publishes a new summary to every subscriber; returns how many sockets it was handed to. */
       publishUpdate: Effect.fn("Broadcaster.publishUpdate")(function*(snapshot: SummarySnapshot, source: UpdateSource) {
+        const started = performance.now()
         const timestamp = DateTime.formatIso(yield* DateTime.now)
         const frame = updateFrame(snapshot, source, timestamp)
         remember(snapshot, Option.some(frame))
-        const recipients = publishFrame(frame)
+        // `publish` returns bytes, not sockets: the topic's subscribers are the recipients.
+        const recipients = subscriberCount()
+        Metrics.frameSent(publishFrame(frame), frame, recipients)
+        yield* Metrics.broadcast(source, recipients, (performance.now() - started) / 1000)
         yield* Effect.logDebug("update published").pipe(
           Effect.annotateLogs({ seq: snapshot.seq, source, recipients })
         )
@@ -96,7 +104,8 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
       }),
       publishError: Effect.fn("Broadcaster.publishError")(function*(error: string, retryAfterSeconds: number) {
         const timestamp = DateTime.formatIso(yield* DateTime.now)
-        return publishFrame(encodeServerMessage({ type: "error", error, timestamp, retry_after: retryAfterSeconds }))
+        const frame = encodeServerMessage({ type: "error", error, timestamp, retry_after: retryAfterSeconds })
+        Metrics.frameSent(publishFrame(frame), frame, subscriberCount())
       }),
       /**
        * The frames a socket gets when it connects or drains, built synchronously on the socket's
@@ -137,8 +146,7 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
       lastPublishedFrame: (): Option.Option<string> => Option.flatMap(latest, (l) => l.frame),
       /** Whether a connecting client should trigger a background refresh (no summary is not stale). */
       isStale: (now: number): boolean => Option.exists(latest, (l) => now - l.fetchedAtMillis >= freshnessMillis),
-      subscriberCount: (): number =>
-        Option.match(publisher, { onNone: () => 0, onSome: (p) => p.subscriberCount(DASHBOARD_TOPIC) })
+      subscriberCount
     }
   }),
   dependencies: [AppConfig.Default]

@@ -5,9 +5,10 @@
  */
 import { HttpApp } from "@effect/platform"
 import type { Server as BunServer, ServerWebSocket } from "bun"
-import { Data, Duration, Effect, FiberSet, Option, Redacted } from "effect"
+import { Data, Duration, Effect, FiberSet, Option, Redacted, Schedule } from "effect"
 import { AppConfig } from "../Config.js"
 import { HttpApi } from "../http/HttpApi.js"
+import * as Metrics from "../metrics/Metrics.js"
 import { Updater } from "../updater/Updater.js"
 import { Broadcaster, DASHBOARD_TOPIC } from "./Broadcaster.js"
 import { describeProblem, encodeServerMessage, parseClientFrame } from "./Protocol.js"
@@ -39,6 +40,8 @@ export const CloseCode = { GoingAway: 1001, PolicyViolation: 1008, MessageTooBig
 export const BACKPRESSURE_LIMIT = 256 * 1024
 const IDLE_TIMEOUT_SECONDS = 120
 const SHUTDOWN_GRACE = Duration.seconds(3)
+const RTT_PING_INTERVAL = Duration.seconds(30)
+const PING_PAYLOAD_BYTES = 8
 
 export class ServerStartError extends Data.TaggedError("ServerStartError")<{
   readonly host: string
@@ -83,8 +86,11 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
       return Option.none()
     }
 
+    /** Every frame to one socket goes through here, so bytes sent are counted. */
+    const send = (ws: DashcastSocket, frame: string) => Metrics.frameSent(ws.sendText(frame), frame)
+
     const sendError = (ws: DashcastSocket, error: string, retryAfter?: number) =>
-      ws.sendText(encodeServerMessage({
+      send(ws, encodeServerMessage({
         type: "error",
         error,
         timestamp: new Date().toISOString(),
@@ -103,21 +109,22 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
     const onMessage = (ws: DashcastSocket, frame: string | Buffer) => {
       const now = Date.now()
       if (!take(ws.data.messages, MESSAGE_RULE, now)) {
+        Metrics.messageRateLimited("client_message")
         return refuse(ws, now, "rate limited: too many messages", secondsUntilToken(ws.data.messages, MESSAGE_RULE))
       }
       const parsed = parseClientFrame(frame)
       if (parsed._tag === "Left") return refuse(ws, now, describeProblem(parsed.left))
       switch (parsed.right.type) {
         case "ping":
-          ws.sendText(encodeServerMessage({ type: "pong", timestamp: new Date(now).toISOString() }))
+          send(ws, encodeServerMessage({ type: "pong", timestamp: new Date(now).toISOString() }))
           return
         case "request_update": {
           if (!take(ws.data.requests, REQUEST_RULE, now)) {
+            Metrics.messageRateLimited("request_update")
             return refuse(ws, now, "rate limited: request_update", secondsUntilToken(ws.data.requests, REQUEST_RULE))
           }
           const frame = broadcaster.latestUpdateFrame(now, "request_update")
-          if (Option.isSome(frame)) ws.sendText(frame.value)
-          else ws.sendText(broadcaster.welcomeFrame(now))
+          send(ws, Option.getOrElse(frame, () => broadcaster.welcomeFrame(now)))
           return
         }
       }
@@ -133,17 +140,23 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
       open(ws: DashcastSocket) {
         sockets.add(ws)
         perIp.set(ws.data.ip, (perIp.get(ws.data.ip) ?? 0) + 1)
+        Metrics.connectionOpened()
         const now = Date.now()
-        ws.sendText(broadcaster.welcomeFrame(now))
+        send(ws, broadcaster.welcomeFrame(now))
         ws.subscribe(DASHBOARD_TOPIC)
         if (broadcaster.isStale(now)) runFork(updater.refreshIfStale)
       },
       message: onMessage,
       // A socket that was over its backpressure limit missed broadcasts: bring it up to date.
       drain(ws: DashcastSocket) {
-        Option.map(broadcaster.lastPublishedFrame(), (frame) => ws.sendText(frame))
+        Option.map(broadcaster.lastPublishedFrame(), (frame) => send(ws, frame))
       },
-      close(ws: DashcastSocket) {
+      // Our own pings carry the time they were sent; Bun's automatic ones are empty.
+      pong(_ws: DashcastSocket, data: Buffer) {
+        if (data.length === PING_PAYLOAD_BYTES) Metrics.pingRtt((performance.now() - data.readDoubleLE(0)) / 1000)
+      },
+      close(ws: DashcastSocket, code: number) {
+        Metrics.connectionClosed(code, (Date.now() - ws.data.openedAt) / 1000)
         sockets.delete(ws)
         const left = (perIp.get(ws.data.ip) ?? 1) - 1
         if (left > 0) perIp.set(ws.data.ip, left)
@@ -206,6 +219,13 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
           yield* Effect.logInfo("server stopped").pipe(Effect.annotateLogs({ closed_sockets: open }))
         })
     )
+
+    // Round-trip time, measured with timestamped pings (the seed's "average message latency").
+    yield* Effect.sync(() => {
+      const payload = Buffer.alloc(PING_PAYLOAD_BYTES)
+      payload.writeDoubleLE(performance.now())
+      for (const ws of sockets) ws.ping(payload)
+    }).pipe(Effect.repeat(Schedule.spaced(RTT_PING_INTERVAL)), Effect.delay(RTT_PING_INTERVAL), Effect.forkScoped)
 
     yield* broadcaster.attach({
       publish: (topic, frame) => server.publish(topic, frame),

@@ -7,6 +7,7 @@ import { Cause, Clock, Data, DateTime, Deferred, Duration, Effect, FiberSet, Opt
 import { CacheManager, cacheKey } from "../cache/CacheManager.js"
 import { AppConfig } from "../Config.js"
 import { SummarySnapshot } from "../market/DashboardSummary.js"
+import * as Metrics from "../metrics/Metrics.js"
 import { MarketData, type UpstreamError } from "../market/MarketData.js"
 import { Broadcaster } from "../realtime/Broadcaster.js"
 import type { UpdateSource } from "../realtime/Protocol.js"
@@ -47,7 +48,9 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     const fetchOnce = (source: UpdateSource) =>
       Effect.gen(function*() {
         const previous = yield* broadcaster.latest
-        const fetched = yield* market.fetch(Option.map(previous, (p) => p.summary))
+        const fetched = yield* market.fetch(Option.map(previous, (p) => p.summary)).pipe(
+          Effect.tapError(() => Metrics.updateOutcome("failure"))
+        )
         const snapshot = SummarySnapshot.make({
           summary: fetched.summary,
           seq: Option.match(previous, { onNone: () => 1, onSome: (p) => p.seq + 1 }),
@@ -56,6 +59,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         })
         yield* cache.set(SummaryKey, snapshot)
         yield* broadcaster.publishUpdate(snapshot, source)
+        yield* Metrics.updateOutcome(Option.isSome(fetched.partialFailure) ? "partial" : "success")
         // A partial result is published, but the attempt still counts as a failure for the schedule.
         return yield* Option.match(fetched.partialFailure, {
           onNone: () => Effect.succeed(snapshot),
@@ -106,10 +110,12 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         const now = yield* Clock.currentTimeMillis
         const nextAttemptAt = Option.some(now + Duration.toMillis(decision.delay))
         const status = yield* broadcaster.status
+        yield* Metrics.consecutiveFailures(decision.failures)
         if (Attempt.$is("Success")(decision.last)) {
           return yield* broadcaster.setStatus({ nextAttemptAt, lastError: Option.none() })
         }
         yield* broadcaster.setStatus({ ...status, nextAttemptAt })
+        if (decision.failures === config.maxConsecutiveFailures + 1) yield* Metrics.backoffEntered
         const retryAfter = Math.ceil(Duration.toMillis(decision.delay) / 1000)
         const reason = Option.getOrElse(status.lastError, () => "unknown error")
         yield* broadcaster.publishError(`Failed to fetch market data: ${reason}`, retryAfter)

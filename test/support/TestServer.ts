@@ -12,6 +12,7 @@ import { type MarketFetch, MarketData, UpstreamError, UpstreamReason } from "../
 import { Broadcaster } from "../../src/realtime/Broadcaster.js"
 import { Server } from "../../src/realtime/Server.js"
 import { Updater } from "../../src/updater/Updater.js"
+import { MetricsExporter } from "../../src/metrics/MetricsExporter.js"
 
 /** A summary with realistic values; every field can be overridden. */
 export const makeSummary = (overrides: Partial<ConstructorParameters<typeof DashboardSummary>[0]> = {}) =>
@@ -113,6 +114,7 @@ export interface TestServer {
 const stack = (market: ScriptedMarket, config: Readonly<Record<string, string>>, logLevel: LogLevel.LogLevel) =>
   Server.Default.pipe(
     Layer.provide(HttpApi.Default),
+    Layer.provide(MetricsExporter.Default),
     Layer.provideMerge(Updater.DefaultWithoutDependencies),
     Layer.provide(Layer.succeed(MarketData, market.service)),
     Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
