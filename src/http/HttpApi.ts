@@ -2,7 +2,7 @@
  * The HTTP API next to the WebSocket: health, readiness, the current summary and the force update.
  * An Effect `HttpRouter`, mounted on `Bun.serve` by the Server through `HttpApp.toWebHandlerRuntime`.
  */
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpMiddleware, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { DateTime, Duration, Effect, Option, Redacted, Schema } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { CacheManager } from "../cache/CacheManager.js"
@@ -86,17 +86,17 @@ export class HttpApi extends Effect.Service<HttpApi>()("dashcast/HttpApi", {
     })
 
     const app = HttpRouter.empty.pipe(
-      HttpRouter.get("/healthz", HttpServerResponse.unsafeJson({ status: "ok" })),
+      HttpRouter.get("/healthz", HttpMiddleware.withLoggerDisabled(Effect.succeed(HttpServerResponse.unsafeJson({ status: "ok" })))),
       HttpRouter.get(
         "/readyz",
         Effect.map(broadcaster.latest, (latest) =>
           Option.isSome(latest)
             ? HttpServerResponse.unsafeJson({ status: "ready" })
-            : jsonError(503, "not ready: no market data yet"))
+            : jsonError(503, "not ready: no market data yet")).pipe(HttpMiddleware.withLoggerDisabled)
       ),
       HttpRouter.get("/api/dashboard", dashboard),
       HttpRouter.post("/api/dashboard/refresh", refresh),
-      HttpRouter.get("/metrics", metrics),
+      HttpRouter.get("/metrics", HttpMiddleware.withLoggerDisabled(metrics)),
       Effect.catchTag("RouteNotFound", () => Effect.succeed(jsonError(404, "not found")))
     )
     return { app } as const

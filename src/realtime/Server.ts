@@ -3,9 +3,9 @@
  * `server.publish` do the fan-out; the Effect HTTP app answers every other request. Closing the
  * scope stops accepting, closes every socket with 1001 and stops the server.
  */
-import { HttpApp } from "@effect/platform"
+import { HttpApp, HttpMiddleware } from "@effect/platform"
 import type { Server as BunServer, ServerWebSocket } from "bun"
-import { Data, Duration, Effect, FiberSet, Option, Redacted, Schedule } from "effect"
+import { Data, Duration, Effect, FiberSet, LogLevel, Option, Redacted, Schedule } from "effect"
 import { AppConfig } from "../Config.js"
 import { HttpApi } from "../http/HttpApi.js"
 import * as Metrics from "../metrics/Metrics.js"
@@ -60,7 +60,15 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
     const updater = yield* Updater
     const api = yield* HttpApi
     const runFork = yield* FiberSet.makeRuntime<never>()
-    const handleHttp = HttpApp.toWebHandlerRuntime(yield* Effect.runtime<never>())(api.app)
+    // Every API request is logged (method, path, status); probes and scrapes opt out in HttpApi.
+    const handleHttp = HttpApp.toWebHandlerRuntime(yield* Effect.runtime<never>())(api.app, HttpMiddleware.logger)
+    // Per-connection logs cost a fiber each, so they are only made when debug logging is on.
+    const logConnections = LogLevel.lessThanEqual(config.logLevel, LogLevel.Debug)
+    const logConnection = (message: string, ws: DashcastSocket, extra: Record<string, unknown> = {}) => {
+      if (logConnections) {
+        runFork(Effect.logDebug(message).pipe(Effect.annotateLogs({ connection: ws.data.id, ip: ws.data.ip, ...extra })))
+      }
+    }
 
     const sockets = new Set<DashcastSocket>()
     const perIp = new Map<string, number>()
@@ -141,6 +149,7 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
         sockets.add(ws)
         perIp.set(ws.data.ip, (perIp.get(ws.data.ip) ?? 0) + 1)
         Metrics.connectionOpened()
+        logConnection("connection opened", ws)
         const now = Date.now()
         send(ws, broadcaster.welcomeFrame(now))
         ws.subscribe(DASHBOARD_TOPIC)
@@ -156,7 +165,9 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
         if (data.length === PING_PAYLOAD_BYTES) Metrics.pingRtt((performance.now() - data.readDoubleLE(0)) / 1000)
       },
       close(ws: DashcastSocket, code: number) {
-        Metrics.connectionClosed(code, (Date.now() - ws.data.openedAt) / 1000)
+        const seconds = (Date.now() - ws.data.openedAt) / 1000
+        Metrics.connectionClosed(code, seconds)
+        logConnection("connection closed", ws, { code, seconds })
         sockets.delete(ws)
         const left = (perIp.get(ws.data.ip) ?? 1) - 1
         if (left > 0) perIp.set(ws.data.ip, left)
