@@ -37,7 +37,8 @@ export const settings: ReadonlyArray<Setting> = [
   { name: "LOG_FORMAT", default: "pretty", description: "pretty, or json for one object a line" },
   { name: "MAX_CONNECTIONS", default: "unset", description: "Most WebSocket connections at once" },
   { name: "MAX_CONNECTIONS_PER_IP", default: "unset", description: "Most WebSocket connections from one address" },
-  { name: "MAX_MESSAGE_BYTES", default: "4096", description: "Largest client frame; a bigger one closes with 1009" }
+  { name: "MAX_MESSAGE_BYTES", default: "4096", description: "Largest client frame; a bigger one closes with 1009" },
+  { name: "LEASE_TTL", default: "10 seconds", description: "Leader lease time when clustered with REDIS_URL" }
 ]
 
 /**
@@ -124,7 +125,8 @@ const appConfig = Config.all({
     Config.integer(),
     "must be between 64 and 16777216",
     (n) => n >= 64 && n <= 16 * 1024 * 1024
-  ).pipe(Config.withDefault(4096))
+  ).pipe(Config.withDefault(4096)),
+  leaseTtl: positiveDuration("LEASE_TTL", "10 seconds")
 }).pipe(
   Config.mapOrFail((c) =>
     Option.isSome(c.tlsCert) !== Option.isSome(c.tlsKey)

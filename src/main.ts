@@ -2,9 +2,12 @@
  * dashcast's entry point: composes the feature layers and runs them. No logic lives here.
  */
 import { BunRuntime } from "@effect/platform-bun"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Option } from "effect"
+import { hostname } from "node:os"
 import { CacheManager } from "./cache/CacheManager.js"
 import * as Cli from "./Cli.js"
+import { StandaloneCluster } from "./cluster/Cluster.js"
+import { RedisClusterLive } from "./cluster/RedisCluster.js"
 import { AppConfig } from "./Config.js"
 import { HttpApi } from "./http/HttpApi.js"
 import { LoggingLive } from "./Logging.js"
@@ -21,6 +24,14 @@ const MarketDataLive = Layer.unwrapEffect(
   Effect.map(AppConfig, (config) => (config.demo ? DemoMarketDataLive(DEMO_SEED) : UpstreamMarketDataFetchLive))
 )
 
+const ClusterLive = Layer.unwrapEffect(
+  Effect.map(AppConfig, (config) =>
+    Option.match(config.redisUrl, {
+      onNone: () => StandaloneCluster,
+      onSome: (url) => RedisClusterLive({ url, leaseTtl: config.leaseTtl, instanceId: `${hostname()}:${process.pid}:${crypto.randomUUID()}` })
+    }))
+)
+
 const ServerLive = Server.Default.pipe(
   Layer.provide(HttpApi.Default),
   Layer.provide(MetricsExporter.Default),
@@ -28,6 +39,7 @@ const ServerLive = Server.Default.pipe(
   Layer.provide(MarketDataLive),
   Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
   Layer.provide(CacheManager.Default),
+  Layer.provide(ClusterLive),
   Layer.provide(LoggingLive)
 )
 

@@ -1,13 +1,15 @@
 /**
  * Turns summaries and upstream failures into protocol frames and publishes them on the Bun topic
- * `dashboard`. It also holds the latest snapshot in memory, so a connecting socket gets its welcome
- * synchronously, without a cache read or a fiber per connection.
+ * `dashboard`; when clustered, every frame travels through the cluster channel first and each
+ * instance relays it to its own topic once. It also holds the latest snapshot in memory, so a
+ * connecting socket gets its welcome synchronously, without a cache read or a fiber per connection.
  */
 import { Clock, DateTime, Duration, Effect, Option, Schema } from "effect"
+import { Cluster } from "../cluster/Cluster.js"
 import { AppConfig } from "../Config.js"
-import { DashboardSummary, type SummarySnapshot } from "../market/DashboardSummary.js"
+import { DashboardSummary, SummarySnapshot } from "../market/DashboardSummary.js"
 import * as Metrics from "../metrics/Metrics.js"
-import { encodeServerMessage, type UpdateSource, WELCOME_TEXT } from "./Protocol.js"
+import { encodeServerMessage, UpdateSource, WELCOME_TEXT } from "./Protocol.js"
 
 export const DASHBOARD_TOPIC = "dashboard"
 
@@ -25,6 +27,14 @@ export interface UpdaterStatus {
 
 const encodeSummary = Schema.encodeSync(DashboardSummary)
 
+/** What travels on the cluster channel: the frame as clients get it, and what a relay must know. */
+const ClusterEnvelope = Schema.parseJson(Schema.Union(
+  Schema.Struct({ kind: Schema.Literal("update"), source: UpdateSource, snapshot: SummarySnapshot, frame: Schema.String }),
+  Schema.Struct({ kind: Schema.Literal("error"), error: Schema.String, nextAttemptAt: Schema.NullOr(Schema.Number), frame: Schema.String })
+))
+const encodeEnvelope = Schema.encodeSync(ClusterEnvelope)
+const decodeEnvelope = Schema.decodeUnknownEither(ClusterEnvelope)
+
 interface Latest {
   readonly snapshot: SummarySnapshot
   /** The last update frame published, re-sent as is to a socket that drained after missing it. */
@@ -37,6 +47,7 @@ interface Latest {
 export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadcaster", {
   effect: Effect.gen(function*() {
     const config = yield* AppConfig
+    const cluster = yield* Cluster
     const freshnessMillis = Duration.toMillis(config.freshness)
     let publisher: Option.Option<TopicPublisher> = Option.none()
     let latest: Option.Option<Latest> = Option.none()
@@ -56,6 +67,33 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
         fetchedAtMillis: DateTime.toEpochMillis(snapshot.fetched_at)
       })
     }
+
+    /**
+     * Publishes an update on this instance's topic, once: a summary not newer than the latest one
+     * (a duplicate from the channel, or one overtaken) is not sent again.
+     */
+    const deliverUpdate = (snapshot: SummarySnapshot, source: UpdateSource, frame: string) => {
+      if (Option.exists(latest, (l) => Option.isSome(l.frame) && l.snapshot.seq >= snapshot.seq)) return
+      const started = performance.now()
+      remember(snapshot, Option.some(frame))
+      // `publish` returns bytes, not sockets: the topic's subscribers are the recipients.
+      const recipients = subscriberCount()
+      Metrics.frameSent(publishFrame(frame), frame, recipients)
+      Effect.runSync(Metrics.broadcast(source, recipients, (performance.now() - started) / 1000))
+    }
+
+    const deliverError = (error: string, nextAttemptAt: Option.Option<number>, frame: string) => {
+      status = { nextAttemptAt: Option.orElse(nextAttemptAt, () => status.nextAttemptAt), lastError: Option.some(error) }
+      Metrics.frameSent(publishFrame(frame), frame, subscriberCount())
+    }
+
+    yield* cluster.onMessage((message) => {
+      const envelope = decodeEnvelope(message)
+      if (envelope._tag === "Left") return
+      const m = envelope.right
+      if (m.kind === "update") deliverUpdate(m.snapshot, m.source, m.frame)
+      else deliverError(m.error, Option.fromNullable(m.nextAttemptAt), m.frame)
+    })
 
     /** Age and staleness of the latest snapshot at `now`, for welcomes and `GET /api/dashboard`. */
     const view = (now: number) =>
@@ -89,23 +127,18 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
         }),
       /** Publishes a new summary to every subscriber; returns how many sockets it was handed to. */
       publishUpdate: Effect.fn("Broadcaster.publishUpdate")(function*(snapshot: SummarySnapshot, source: UpdateSource) {
-        const started = performance.now()
         const timestamp = DateTime.formatIso(yield* DateTime.now)
         const frame = updateFrame(snapshot, source, timestamp)
-        remember(snapshot, Option.some(frame))
-        // `publish` returns bytes, not sockets: the topic's subscribers are the recipients.
-        const recipients = subscriberCount()
-        Metrics.frameSent(publishFrame(frame), frame, recipients)
-        yield* Metrics.broadcast(source, recipients, (performance.now() - started) / 1000)
-        yield* Effect.logDebug("update published").pipe(
-          Effect.annotateLogs({ seq: snapshot.seq, source, recipients })
-        )
-        return recipients
+        const relayed = yield* cluster.broadcast(encodeEnvelope({ kind: "update", source, snapshot, frame }))
+        if (!relayed) deliverUpdate(snapshot, source, frame)
+        yield* Effect.logDebug("update published").pipe(Effect.annotateLogs({ seq: snapshot.seq, source, relayed }))
       }),
       publishError: Effect.fn("Broadcaster.publishError")(function*(error: string, retryAfterSeconds: number) {
-        const timestamp = DateTime.formatIso(yield* DateTime.now)
-        const frame = encodeServerMessage({ type: "error", error, timestamp, retry_after: retryAfterSeconds })
-        Metrics.frameSent(publishFrame(frame), frame, subscriberCount())
+        const now = yield* Clock.currentTimeMillis
+        const frame = encodeServerMessage({ type: "error", error, timestamp: new Date(now).toISOString(), retry_after: retryAfterSeconds })
+        const nextAttemptAt = now + retryAfterSeconds * 1000
+        const relayed = yield* cluster.broadcast(encodeEnvelope({ kind: "error", error, nextAttemptAt, frame }))
+        if (!relayed) deliverError(error, Option.some(nextAttemptAt), frame)
       }),
       /**
        * The frames a socket gets when it connects or drains, built synchronously on the socket's

@@ -3,8 +3,9 @@
  * stale-while-revalidate refreshes. Every fetch, whoever asks for it, goes through one coalesced
  * round trip, is written to the cache and handed to the Broadcaster.
  */
-import { Cause, Clock, Data, DateTime, Deferred, Duration, Effect, FiberSet, Option, Schedule } from "effect"
+import { Cause, Clock, Data, DateTime, Deferred, Duration, Effect, FiberSet, Option, Schedule, Stream } from "effect"
 import { CacheManager, cacheKey } from "../cache/CacheManager.js"
+import { Cluster } from "../cluster/Cluster.js"
 import { AppConfig } from "../Config.js"
 import { SummarySnapshot } from "../market/DashboardSummary.js"
 import * as Metrics from "../metrics/Metrics.js"
@@ -29,6 +30,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     const market = yield* MarketData
     const cache = yield* CacheManager
     const broadcaster = yield* Broadcaster
+    const cluster = yield* Cluster
     const minGapMillis = Duration.toMillis(config.minFetchGap)
     const freshnessMillis = Duration.toMillis(config.freshness)
 
@@ -42,18 +44,21 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     }
 
     const background = yield* FiberSet.make()
-    let inFlight: Option.Option<Deferred.Deferred<SummarySnapshot, UpstreamError>> = Option.none()
+    let inFlight: Option.Option<Deferred.Deferred<SummarySnapshot, UpstreamError | RefreshTooSoon>> = Option.none()
     let lastFetchStartedAt = Number.NEGATIVE_INFINITY
 
     const fetchOnce = (source: UpdateSource) =>
       Effect.gen(function*() {
+        // Cluster-wide gap: a scheduled call always takes it; a force update or refresh must win it.
+        const wait = yield* cluster.claimFetch(config.minFetchGap, source === "scheduled_update")
+        if (Option.isSome(wait)) return yield* new RefreshTooSoon({ retryAfter: wait.value })
         const previous = yield* broadcaster.latest
         const fetched = yield* market.fetch(Option.map(previous, (p) => p.summary)).pipe(
           Effect.tapError(() => Metrics.updateOutcome("failure"))
         )
         const snapshot = SummarySnapshot.make({
           summary: fetched.summary,
-          seq: Option.match(previous, { onNone: () => 1, onSome: (p) => p.seq + 1 }),
+          seq: yield* cluster.nextSeq(Option.match(previous, { onNone: () => 0, onSome: (p) => p.seq })),
           fetched_at: yield* DateTime.now,
           stale_fields: fetched.staleFields
         })
@@ -73,7 +78,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
      */
     const claimFetch = (source: UpdateSource) =>
       Effect.gen(function*() {
-        const deferred = yield* Deferred.make<SummarySnapshot, UpstreamError>()
+        const deferred = yield* Deferred.make<SummarySnapshot, UpstreamError | RefreshTooSoon>()
         inFlight = Option.some(deferred)
         lastFetchStartedAt = yield* Clock.currentTimeMillis
         return Effect.uninterruptibleMask((restore) =>
@@ -87,7 +92,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
       })
 
     /** One upstream round trip shared by every concurrent caller (schedule, force, refresh). */
-    const fetchCoalesced = (source: UpdateSource): Effect.Effect<SummarySnapshot, UpstreamError> =>
+    const fetchCoalesced = (source: UpdateSource): Effect.Effect<SummarySnapshot, UpstreamError | RefreshTooSoon> =>
       Effect.suspend(() =>
         Option.match(inFlight, {
           onSome: Deferred.await,
@@ -96,7 +101,10 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
       )
 
     const attempt = fetchCoalesced("scheduled_update").pipe(
+      // A scheduled attempt that joined a refresh the cluster refused makes its own call.
+      Effect.catchTag("RefreshTooSoon", () => fetchCoalesced("scheduled_update")),
       Effect.as(Attempt.Success()),
+      Effect.catchTag("RefreshTooSoon", () => Effect.succeed(Attempt.Success())),
       Effect.catchTag("UpstreamError", (error) =>
         broadcaster.status.pipe(
           Effect.flatMap((status) => broadcaster.setStatus({ ...status, lastError: Option.some(error.message) })),
@@ -132,7 +140,29 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
       initialDelay: config.initialRetryDelay
     }).pipe(Schedule.tapOutput(announce))
 
-    yield* attempt.pipe(Effect.repeat(policy), Effect.forkScoped, Effect.interruptible)
+    /**
+     * Only the leader runs the schedule (alone, an instance always leads). An instance that takes
+     * over from another waits until the summary it inherited is due, so a takeover is no burst.
+     */
+    const takeoverDelay = Effect.gen(function*() {
+      if (cluster.kind === "standalone") return Duration.zero
+      const now = yield* Clock.currentTimeMillis
+      const latest = yield* broadcaster.latest
+      return Option.match(latest, {
+        onNone: () => Duration.zero,
+        onSome: (l) =>
+          Duration.millis(Math.max(0, DateTime.toEpochMillis(l.fetched_at) + Duration.toMillis(config.updateInterval) - now))
+      })
+    })
+    const runSchedule = Effect.flatMap(takeoverDelay, Effect.sleep).pipe(Effect.zipRight(Effect.repeat(attempt, policy)))
+
+    yield* cluster.leadership.changes.pipe(
+      Stream.changes,
+      Stream.flatMap((leader) => (leader ? Stream.fromEffect(runSchedule) : Stream.empty), { switch: true }),
+      Stream.runDrain,
+      Effect.forkScoped,
+      Effect.interruptible
+    )
 
     /** Seconds until upstream may be called again outside the schedule, or none if it may now. */
     const gapRemaining = Effect.map(Clock.currentTimeMillis, (now) => {
@@ -159,9 +189,10 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         if (fresh || Option.isNone(latest) || Option.isSome(inFlight) || Option.isSome(yield* gapRemaining)) return false
         const refresh = yield* claimFetch("refresh")
         yield* refresh.pipe(
-          Effect.catchAllCause((cause) =>
-            Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning("background refresh failed", cause)
-          ),
+          // Another instance refreshed within the gap: its update reaches us through the channel.
+          Effect.catchTag("RefreshTooSoon", () => Effect.void),
+          Effect.catchTag("UpstreamError", (error) => Effect.logWarning(`background refresh failed: ${error.message}`)),
+          Effect.catchAllCause((cause) => (Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("background refresh failed", cause))),
           FiberSet.run(background)
         )
         return true

@@ -13,6 +13,7 @@ import { Broadcaster } from "../../src/realtime/Broadcaster.js"
 import { Server } from "../../src/realtime/Server.js"
 import { Updater } from "../../src/updater/Updater.js"
 import { MetricsExporter } from "../../src/metrics/MetricsExporter.js"
+import { StandaloneCluster } from "../../src/cluster/Cluster.js"
 
 /** A summary with realistic values; every field can be overridden. */
 export const makeSummary = (overrides: Partial<ConstructorParameters<typeof DashboardSummary>[0]> = {}) =>
@@ -119,6 +120,7 @@ const stack = (market: ScriptedMarket, config: Readonly<Record<string, string>>,
     Layer.provide(Layer.succeed(MarketData, market.service)),
     Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
     Layer.provide(CacheManager.Default),
+    Layer.provide(StandaloneCluster),
     Layer.provide(
       AppConfig.Default.pipe(Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(config))))))
     ),

@@ -7,6 +7,7 @@ import { MarketData, UpstreamError, UpstreamReason } from "../../src/market/Mark
 import { Broadcaster } from "../../src/realtime/Broadcaster.js"
 import { decodeServerMessage, type ServerMessage } from "../../src/realtime/Protocol.js"
 import { Updater } from "../../src/updater/Updater.js"
+import { StandaloneCluster } from "../../src/cluster/Cluster.js"
 
 const summary = (price: number) =>
   DashboardSummary.make({
@@ -56,6 +57,7 @@ const setup = (
     const layer = Updater.DefaultWithoutDependencies.pipe(
       Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
       Layer.provide(CacheManager.Default),
+      Layer.provide(StandaloneCluster),
       Layer.provide(Layer.succeed(MarketData, market)),
       Layer.provideMerge(AppConfig.Default),
       Layer.provide(Layer.setConfigProvider(provider))
