@@ -16,6 +16,7 @@ import { UpstreamMarketDataFetchLive } from "./market/Upstream.js"
 import { MetricsExporter } from "./metrics/MetricsExporter.js"
 import { Broadcaster } from "./realtime/Broadcaster.js"
 import { Server } from "./realtime/Server.js"
+import { History } from "./updater/History.js"
 import { Updater } from "./updater/Updater.js"
 
 const DEMO_SEED = 20_250_820
@@ -38,6 +39,7 @@ const ServerLive = Server.Default.pipe(
   Layer.provideMerge(Updater.DefaultWithoutDependencies),
   Layer.provide(MarketDataLive),
   Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
+  Layer.provide(History.Default),
   Layer.provide(CacheManager.Default),
   Layer.provide(ClusterLive),
   Layer.provide(LoggingLive)

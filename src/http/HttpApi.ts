@@ -11,6 +11,7 @@ import { DashboardSummary } from "../market/DashboardSummary.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { MetricsExporter } from "../metrics/MetricsExporter.js"
 import { Broadcaster } from "../realtime/Broadcaster.js"
+import { History } from "../updater/History.js"
 import { Updater } from "../updater/Updater.js"
 
 const encodeSummary = Schema.encodeSync(DashboardSummary)
@@ -27,6 +28,7 @@ export class HttpApi extends Effect.Service<HttpApi>()("dashcast/HttpApi", {
     const config = yield* AppConfig
     const broadcaster = yield* Broadcaster
     const updater = yield* Updater
+    const history = yield* History
     const cache = yield* CacheManager
     const exporter = yield* MetricsExporter
     const metrics = exporter.handler({
@@ -95,6 +97,7 @@ export class HttpApi extends Effect.Service<HttpApi>()("dashcast/HttpApi", {
             : jsonError(503, "not ready: no market data yet")).pipe(HttpMiddleware.withLoggerDisabled)
       ),
       HttpRouter.get("/api/dashboard", dashboard),
+      HttpRouter.get("/api/history", history.handler),
       HttpRouter.post("/api/dashboard/refresh", refresh),
       HttpRouter.get("/metrics", HttpMiddleware.withLoggerDisabled(metrics)),
       Effect.catchTag("RouteNotFound", () => Effect.succeed(jsonError(404, "not found")))

@@ -9,6 +9,7 @@ import { Cluster } from "../cluster/Cluster.js"
 import { AppConfig } from "../Config.js"
 import { DashboardSummary, SummarySnapshot } from "../market/DashboardSummary.js"
 import * as Metrics from "../metrics/Metrics.js"
+import { History } from "../updater/History.js"
 import { encodeServerMessage, UpdateSource, WELCOME_TEXT } from "./Protocol.js"
 
 export const DASHBOARD_TOPIC = "dashboard"
@@ -48,6 +49,7 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
   effect: Effect.gen(function*() {
     const config = yield* AppConfig
     const cluster = yield* Cluster
+    const history = yield* History
     const freshnessMillis = Duration.toMillis(config.freshness)
     let publisher: Option.Option<TopicPublisher> = Option.none()
     let latest: Option.Option<Latest> = Option.none()
@@ -76,6 +78,8 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
       if (Option.exists(latest, (l) => Option.isSome(l.frame) && l.snapshot.seq >= snapshot.seq)) return
       const started = performance.now()
       remember(snapshot, Option.some(frame))
+      // Every instance records what it delivers, so each one can serve the chart's history.
+      Effect.runSync(history.append(snapshot))
       // `publish` returns bytes, not sockets: the topic's subscribers are the recipients.
       const recipients = subscriberCount()
       Metrics.frameSent(publishFrame(frame), frame, recipients)
@@ -117,7 +121,8 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
         publisher = Option.none()
       }),
       /** Sets the latest snapshot without telling anyone (a warm start from the cache). */
-      seed: (snapshot: SummarySnapshot) => Effect.sync(() => remember(snapshot, Option.none())),
+      seed: (snapshot: SummarySnapshot) =>
+        Effect.sync(() => remember(snapshot, Option.none())).pipe(Effect.zipRight(history.append(snapshot))),
       latest: Effect.sync(() => Option.map(latest, (l) => l.snapshot)),
       view: Effect.map(Clock.currentTimeMillis, view),
       status: Effect.sync(() => status),
@@ -182,7 +187,7 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
       subscriberCount
     }
   }),
-  dependencies: [AppConfig.Default]
+  dependencies: [AppConfig.Default, History.Default]
 }) {}
 
 const updateFrame = (snapshot: SummarySnapshot, source: UpdateSource, timestamp: string): string =>

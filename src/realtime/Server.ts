@@ -10,6 +10,7 @@ import { AppConfig } from "../Config.js"
 import { HttpApi } from "../http/HttpApi.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { Updater } from "../updater/Updater.js"
+import dashboardPage from "../web/index.html"
 import { Broadcaster, DASHBOARD_TOPIC } from "./Broadcaster.js"
 import { describeProblem, encodeServerMessage, parseClientFrame } from "./Protocol.js"
 import { type BucketRule, fullBucket, secondsUntilToken, take, type TokenBucket } from "./TokenBucket.js"
@@ -204,6 +205,9 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
             ...(Option.isSome(config.tlsCert) && Option.isSome(config.tlsKey)
               ? { tls: { cert: Redacted.value(config.tlsCert.value.pem), key: Redacted.value(config.tlsKey.value.pem) } }
               : {}),
+            // The dashboard page, bundled into the binary; everything else goes to `fetch`.
+            routes: { "/": dashboardPage },
+            development: false,
             fetch,
             websocket,
             error: (error) => {

@@ -11,6 +11,7 @@ import { DashboardSummary } from "../../src/market/DashboardSummary.js"
 import { type MarketFetch, MarketData, UpstreamError, UpstreamReason } from "../../src/market/MarketData.js"
 import { Broadcaster } from "../../src/realtime/Broadcaster.js"
 import { Server } from "../../src/realtime/Server.js"
+import { History } from "../../src/updater/History.js"
 import { Updater } from "../../src/updater/Updater.js"
 import { MetricsExporter } from "../../src/metrics/MetricsExporter.js"
 import { StandaloneCluster } from "../../src/cluster/Cluster.js"
@@ -119,6 +120,7 @@ const stack = (market: ScriptedMarket, config: Readonly<Record<string, string>>,
     Layer.provideMerge(Updater.DefaultWithoutDependencies),
     Layer.provide(Layer.succeed(MarketData, market.service)),
     Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
+    Layer.provide(History.Default),
     Layer.provide(CacheManager.Default),
     Layer.provide(StandaloneCluster),
     Layer.provide(

@@ -6,6 +6,7 @@ import { DashboardSummary } from "../../src/market/DashboardSummary.js"
 import { MarketData, UpstreamError, UpstreamReason } from "../../src/market/MarketData.js"
 import { Broadcaster } from "../../src/realtime/Broadcaster.js"
 import { decodeServerMessage, type ServerMessage } from "../../src/realtime/Protocol.js"
+import { History } from "../../src/updater/History.js"
 import { Updater } from "../../src/updater/Updater.js"
 import { StandaloneCluster } from "../../src/cluster/Cluster.js"
 
@@ -56,6 +57,7 @@ const setup = (
     )
     const layer = Updater.DefaultWithoutDependencies.pipe(
       Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
+      Layer.provide(History.Default),
       Layer.provide(CacheManager.Default),
       Layer.provide(StandaloneCluster),
       Layer.provide(Layer.succeed(MarketData, market)),

@@ -1,0 +1,587 @@
+/**
+ * The typed client of dashcast's WebSocket protocol, for the dashboard page, Bun and Node (any
+ * global or given `WebSocket`). Frames are decoded with the server's own Schemas. It reconnects
+ * forever with capped exponential backoff and full jitter, pings to notice a dead connection, asks
+ * for the latest summary after a `seq` gap, and in a browser holds its work while the tab is hidden
+ * and resyncs when it shows again.
+ *
+ * ```ts
+ * const client = connect("wss://dash.example.com/ws")
+ * client.onSummary(({ summary, seq }) => console.log(seq, summary.btc_price))
+ * client.onStatus((status) => console.log(status.state, status.upstream?.retryAfter))
+ * // later
+ * client.close()
+ * ```
+ *
+ * The timing rules are pure functions (`backoffDelay`, `heartbeatStep`, `classifySeq`) and the
+ * client itself is one Effect fiber reading `Clock` and `Random`, so tests drive it with `TestClock`
+ * and a seeded `Random` instead of real time.
+ */
+import { Clock, Effect, Either, Option, Queue, Random, Schema } from "effect"
+import type { DashboardSummary, SummaryField } from "../market/DashboardSummary.js"
+import { decodeServerMessage, type ServerMessage, type UpdateSource } from "../realtime/Protocol.js"
+import { type HistoryPoint, HistoryResponse } from "../updater/History.js"
+
+// ---------------------------------------------------------------------------------------------
+// Public types
+
+export type ConnectionState = "connecting" | "live" | "reconnecting" | "offline"
+
+/** An upstream failure the server reported: its text and the seconds until its next attempt. */
+export interface UpstreamProblem {
+  readonly error: string
+  /** Seconds until the server tries upstream again, counted from `receivedAt`. */
+  readonly retryAfter: number | undefined
+  readonly receivedAt: number
+}
+
+export interface DashcastStatus {
+  readonly state: ConnectionState
+  /** Failed connection attempts in a row (what the backoff is at); 0 while connected. */
+  readonly attempt: number
+  /** When the next connection attempt is due (epoch ms), while waiting to reconnect. */
+  readonly reconnectAt: number | undefined
+  /** Why the last connection failed or what the server last refused, if anything. */
+  readonly lastError: string | undefined
+  /** Set while the server reports that upstream fails; cleared by the next new summary. */
+  readonly upstream: UpstreamProblem | undefined
+}
+
+export interface SummaryEvent {
+  readonly summary: DashboardSummary
+  readonly seq: number
+  readonly source: "welcome" | UpdateSource
+  /** The server marked the summary stale, or some fields kept their last good value. */
+  readonly stale: boolean
+  readonly staleFields: ReadonlyArray<SummaryField>
+  /** When this client received it (epoch ms, this machine's clock). */
+  readonly receivedAt: number
+  /** When the server fetched it, on this machine's clock (a welcome says how old it is). */
+  readonly fetchedAt: number
+}
+
+/** The part of `WebSocket` the client uses: the browser's, Bun's, Node 22's or the `ws` package's. */
+export interface WebSocketLike {
+  readonly readyState: number
+  send(data: string): void
+  close(code?: number, reason?: string): void
+  addEventListener(type: "open" | "error", listener: () => void): void
+  addEventListener(type: "message", listener: (event: { readonly data: unknown }) => void): void
+  addEventListener(type: "close", listener: (event: { readonly code: number; readonly reason: string }) => void): void
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike
+
+/** What the page tells the client: whether it is hidden and whether the device is offline. */
+export interface PageSignals {
+  readonly hidden: () => boolean
+  readonly offline: () => boolean
+  /** Calls `onChange` when either may have changed; returns the function that unsubscribes. */
+  readonly subscribe: (onChange: () => void) => () => void
+}
+
+export interface ConnectOptions {
+  /** First reconnect delay bound in ms (full jitter: the delay is random in [0, bound]); 1,000. */
+  readonly initialDelay?: number
+  /** Largest reconnect delay bound in ms; 30,000. */
+  readonly maxDelay?: number
+  /** A ping is sent this often while connected (ms); 15,000. */
+  readonly pingInterval?: number
+  /** With no frame at all for this long (ms) the connection is dead and replaced; 40,000. */
+  readonly deadAfter?: number
+  /** A connection that has not opened after this long (ms) is abandoned; 10,000. */
+  readonly connectTimeout?: number
+  /** After this many failed attempts in a row the state is `offline` (still retrying); 5. */
+  readonly offlineAfter?: number
+  /** The WebSocket implementation; the global one by default (Node 20: pass `ws`). */
+  readonly WebSocket?: WebSocketConstructor
+  /** Visibility and network signals; the document's in a browser, none elsewhere. */
+  readonly signals?: PageSignals
+}
+
+export interface DashcastClient {
+  /** Calls `listener` with every new summary (and at once with the latest one); returns unsubscribe. */
+  readonly onSummary: (listener: (event: SummaryEvent) => void) => () => void
+  /** Calls `listener` on every status change (and at once with the current one); returns unsubscribe. */
+  readonly onStatus: (listener: (status: DashcastStatus) => void) => () => void
+  readonly status: () => DashcastStatus
+  readonly latest: () => SummaryEvent | undefined
+  /** Asks the server for the latest summary (ignored while not connected). */
+  readonly requestUpdate: () => void
+  /** Closes the connection for good; no more callbacks are made. */
+  readonly close: () => void
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure timing rules
+
+export interface BackoffPolicy {
+  readonly initialDelay: number
+  readonly maxDelay: number
+}
+
+/**
+ * The delay before reconnect attempt `attempt` (1 for the first retry): "full jitter", a uniform
+ * draw in [0, min(maxDelay, initialDelay * 2^(attempt-1))), with `random` in [0, 1). Spreading the
+ * whole range keeps a thousand dashboards from reconnecting in step after a server restart.
+ */
+export const backoffDelay = (attempt: number, policy: BackoffPolicy, random: number): number => {
+  const exponent = Math.min(Math.max(attempt, 1) - 1, 30)
+  const bound = Math.min(policy.maxDelay, policy.initialDelay * 2 ** exponent)
+  return Math.floor(Math.min(Math.max(random, 0), 1) * bound)
+}
+
+export interface HeartbeatPolicy {
+  readonly pingInterval: number
+  readonly deadAfter: number
+}
+
+export type HeartbeatStep =
+  | { readonly _tag: "Dead"; readonly silentFor: number }
+  | { readonly _tag: "Ping" }
+  | { readonly _tag: "Wait"; readonly until: number }
+
+/** What the heartbeat does at `now`: give up on a silent connection, ping, or wait until when. */
+export const heartbeatStep = (
+  now: number,
+  lastFrameAt: number,
+  lastPingAt: number,
+  policy: HeartbeatPolicy
+): HeartbeatStep => {
+  if (now - lastFrameAt >= policy.deadAfter) return { _tag: "Dead", silentFor: now - lastFrameAt }
+  if (now - lastPingAt >= policy.pingInterval) return { _tag: "Ping" }
+  return { _tag: "Wait", until: Math.min(lastPingAt + policy.pingInterval, lastFrameAt + policy.deadAfter) }
+}
+
+/**
+ * How an update's `seq` relates to the last one applied: the next one, one after a gap (some were
+ * missed), or a duplicate / older one to ignore. The first update of a connection always applies.
+ */
+export type SeqOrder = "first" | "next" | "gap" | "old"
+
+export const classifySeq = (last: number | undefined, seq: number): SeqOrder =>
+  last === undefined ? "first" : seq === last + 1 ? "next" : seq > last ? "gap" : "old"
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for pages and programs
+
+/** `ws(s)://host/ws` for a page or server address such as `location.href` or `http://host:8080/`. */
+export const dashboardSocketUrl = (base: string | URL): string => {
+  const url = new URL("/ws", base)
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:"
+  return url.href
+}
+
+const decodeHistory = Schema.decodeUnknownEither(HistoryResponse)
+
+/** `GET /api/history` of the server at `base`, decoded: the chart's points, oldest first. */
+export const fetchHistory = async (base: string | URL, init: { readonly signal?: AbortSignal } = {}): Promise<ReadonlyArray<HistoryPoint>> => {
+  const response = await fetch(new URL("/api/history", base), { cache: "no-store", ...(init.signal ? { signal: init.signal } : {}) })
+  if (!response.ok) throw new Error(`GET /api/history: HTTP ${response.status}`)
+  const decoded = decodeHistory(await response.json())
+  if (Either.isLeft(decoded)) throw new Error(`GET /api/history: unexpected body: ${decoded.left.message}`)
+  return decoded.right.points
+}
+
+/** The document's visibility and the navigator's network state; `undefined` outside a browser. */
+export const browserSignals = (): PageSignals | undefined => {
+  if (typeof document === "undefined" || typeof window === "undefined") return undefined
+  return {
+    hidden: () => document.visibilityState === "hidden",
+    offline: () => typeof navigator !== "undefined" && navigator.onLine === false,
+    subscribe: (onChange) => {
+      document.addEventListener("visibilitychange", onChange)
+      window.addEventListener("online", onChange)
+      window.addEventListener("offline", onChange)
+      return () => {
+        document.removeEventListener("visibilitychange", onChange)
+        window.removeEventListener("online", onChange)
+        window.removeEventListener("offline", onChange)
+      }
+    }
+  }
+}
+
+const ALWAYS_VISIBLE: PageSignals = { hidden: () => false, offline: () => false, subscribe: () => () => {} }
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+const DEFAULTS = {
+  initialDelay: 1_000,
+  maxDelay: 30_000,
+  pingInterval: 15_000,
+  deadAfter: 40_000,
+  connectTimeout: 10_000,
+  offlineAfter: 5
+}
+/** A connection that stayed up this long counts as healthy: the next failure starts backoff over. */
+const STABLE_AFTER = 5_000
+const OPEN = 1
+/** Close code the client uses for a connection it gives up on (4000-4999 are the application's). */
+const HEARTBEAT_CLOSE = 4000
+
+type Signal =
+  | { readonly _tag: "Opened"; readonly id: number }
+  | { readonly _tag: "Frame"; readonly id: number; readonly data: unknown }
+  | { readonly _tag: "SocketClosed"; readonly id: number; readonly code: number; readonly reason: string }
+  | { readonly _tag: "SocketError"; readonly id: number }
+  | { readonly _tag: "PageChanged" }
+  | { readonly _tag: "RequestUpdate" }
+  | { readonly _tag: "Close" }
+
+type Phase =
+  | { readonly _tag: "Connecting"; readonly id: number; readonly socket: WebSocketLike; readonly startedAt: number }
+  | {
+    readonly _tag: "Open"
+    readonly id: number
+    readonly socket: WebSocketLike
+    readonly openedAt: number
+    readonly lastFrameAt: number
+    readonly lastPingAt: number
+  }
+  | { readonly _tag: "Waiting"; readonly until: number }
+  | { readonly _tag: "Closed" }
+
+const PING = JSON.stringify({ type: "ping" })
+const REQUEST_UPDATE = JSON.stringify({ type: "request_update" })
+
+const report = (error: unknown) => {
+  if (typeof reportError === "function") reportError(error)
+  else console.error(error)
+}
+
+/** Calls each listener, keeping one listener's exception from stopping the others or the client. */
+const notify = <A>(listeners: ReadonlySet<(a: A) => void>, value: A) => {
+  for (const listener of [...listeners]) {
+    try {
+      listener(value)
+    } catch (error) {
+      report(error)
+    }
+  }
+}
+
+/**
+ * The client without a runtime: its API and the Effect that runs it. `connect` forks `run` on the
+ * default runtime; tests fork it under `TestClock` with a seeded `Random` and a fake `WebSocket`.
+ * `run` ends after `close()`.
+ */
+export const makeDashcastClient = (url: string, options: ConnectOptions = {}): { readonly client: DashcastClient; readonly run: Effect.Effect<void> } => {
+  const settings = {
+    initialDelay: options.initialDelay ?? DEFAULTS.initialDelay,
+    maxDelay: options.maxDelay ?? DEFAULTS.maxDelay,
+    pingInterval: options.pingInterval ?? DEFAULTS.pingInterval,
+    deadAfter: options.deadAfter ?? DEFAULTS.deadAfter,
+    connectTimeout: options.connectTimeout ?? DEFAULTS.connectTimeout,
+    offlineAfter: options.offlineAfter ?? DEFAULTS.offlineAfter
+  }
+  const signals = options.signals ?? browserSignals() ?? ALWAYS_VISIBLE
+  const inbox = Effect.runSync(Queue.unbounded<Signal>())
+  const offer = (signal: Signal) => {
+    Queue.unsafeOffer(inbox, signal)
+  }
+  const summaryListeners = new Set<(event: SummaryEvent) => void>()
+  const statusListeners = new Set<(status: DashcastStatus) => void>()
+
+  let status: DashcastStatus = { state: "connecting", attempt: 0, reconnectAt: undefined, lastError: undefined, upstream: undefined }
+  let latest: SummaryEvent | undefined
+  /** The newest summary received while the page was hidden, delivered when it shows again. */
+  let held: SummaryEvent | undefined
+  let lastSeq: number | undefined
+  let phase: Phase = { _tag: "Waiting", until: Number.NEGATIVE_INFINITY }
+  let hidden = signals.hidden()
+  let offline = signals.offline()
+  let nextSocketId = 1
+  let closed = false
+  /** Failed attempts since the last connection that stayed up for `STABLE_AFTER`: drives backoff. */
+  let failures = 0
+
+  const setStatus = (next: Partial<DashcastStatus>) => {
+    const merged: DashcastStatus = { ...status, ...next }
+    if (
+      merged.state === status.state && merged.attempt === status.attempt && merged.reconnectAt === status.reconnectAt &&
+      merged.lastError === status.lastError && merged.upstream === status.upstream
+    ) return
+    status = merged
+    if (!closed) notify(statusListeners, status)
+  }
+
+  const disconnectedState = (attempt: number): ConnectionState =>
+    offline || attempt >= settings.offlineAfter ? "offline" : attempt === 0 ? "connecting" : "reconnecting"
+
+  const deliver = (event: SummaryEvent) => {
+    latest = event
+    if (hidden) held = event
+    else notify(summaryListeners, event)
+  }
+
+  const closeSocket = (socket: WebSocketLike, code?: number, reason?: string) => {
+    try {
+      socket.close(code, reason)
+    } catch {
+      // Already closed, or a code the implementation refuses: either way it is gone for us.
+    }
+  }
+
+  const send = (text: string) => {
+    if (phase._tag === "Open" && phase.socket.readyState === OPEN) phase.socket.send(text)
+  }
+
+  const openSocket = (now: number) =>
+    Effect.gen(function*() {
+      const id = nextSocketId++
+      // Typed as always there, but Node 20 has no global WebSocket.
+      const Ctor: WebSocketConstructor | undefined = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
+      let socket: WebSocketLike
+      try {
+        if (Ctor === undefined) throw new Error("no WebSocket implementation: pass options.WebSocket")
+        socket = new Ctor(url)
+      } catch (error) {
+        // A malformed URL or no WebSocket at all: reported as the attempt's error, retried like one.
+        return yield* fail(now, `cannot open ${url}: ${error instanceof Error ? error.message : String(error)}`)
+      }
+      socket.addEventListener("open", () => offer({ _tag: "Opened", id }))
+      socket.addEventListener("message", (event: { readonly data: unknown }) => offer({ _tag: "Frame", id, data: event.data }))
+      socket.addEventListener("close", (event: { readonly code: number; readonly reason: string }) =>
+        offer({ _tag: "SocketClosed", id, code: event.code, reason: event.reason }))
+      socket.addEventListener("error", () => offer({ _tag: "SocketError", id }))
+      phase = { _tag: "Connecting", id, socket, startedAt: now }
+      setStatus({ state: disconnectedState(failures), reconnectAt: undefined })
+    })
+
+  /**
+   * A connection ended or never started: wait a backoff delay before the next attempt. Only a
+   * connection that stayed up for a while starts backoff over, so a server that accepts and drops
+   * at once is not hammered.
+   */
+  const fail = (now: number, why: string) =>
+    Effect.gen(function*() {
+      const stable = phase._tag === "Open" && now - phase.openedAt >= STABLE_AFTER
+      if (phase._tag === "Open" || phase._tag === "Connecting") closeSocket(phase.socket)
+      failures = stable ? 1 : failures + 1
+      const delay = backoffDelay(failures, settings, yield* Random.next)
+      phase = { _tag: "Waiting", until: now + delay }
+      setStatus({ state: disconnectedState(failures), attempt: failures, reconnectAt: now + delay, lastError: why })
+    })
+
+  const onFrame = (now: number, data: unknown) => {
+    if (typeof data !== "string") return
+    const decoded = decodeServerMessage(data)
+    if (Either.isLeft(decoded)) {
+      setStatus({ lastError: `unreadable frame from the server: ${decoded.left.message.slice(0, 200)}` })
+      return
+    }
+    onMessage(now, decoded.right)
+  }
+
+  const onMessage = (now: number, message: ServerMessage) => {
+    switch (message.type) {
+      case "welcome": {
+        // A new connection: whatever it says is the server's current state (a restarted server
+        // without a persistent cache may even start its sequence again).
+        lastSeq = message.seq
+        const staleFields = message.stale_fields ?? []
+        if (!message.stale) setStatus({ upstream: undefined })
+        deliver({
+          summary: message.data,
+          seq: message.seq,
+          source: "welcome",
+          stale: message.stale || staleFields.length > 0,
+          staleFields,
+          receivedAt: now,
+          fetchedAt: now - message.age_seconds * 1000
+        })
+        return
+      }
+      case "dashboard_update": {
+        const order = classifySeq(lastSeq, message.seq)
+        if (order === "old") return
+        lastSeq = message.seq
+        // Updates carry full summaries, so the newest one is applied; the request makes sure
+        // nothing newer was lost in the gap as well.
+        if (order === "gap") send(REQUEST_UPDATE)
+        const staleFields = message.stale_fields ?? []
+        setStatus({ upstream: undefined })
+        deliver({
+          summary: message.data,
+          seq: message.seq,
+          source: message.source,
+          stale: staleFields.length > 0,
+          staleFields,
+          receivedAt: now,
+          fetchedAt: now
+        })
+        return
+      }
+      case "error": {
+        if (message.retry_after === undefined) setStatus({ lastError: `server: ${message.error}` })
+        else setStatus({ upstream: { error: message.error, retryAfter: message.retry_after, receivedAt: now } })
+        return
+      }
+      case "pong":
+        return
+    }
+  }
+
+  const onPageChanged = (now: number) => {
+    const wasHidden = hidden
+    const wasOffline = offline
+    hidden = signals.hidden()
+    offline = signals.offline()
+    if (phase._tag !== "Open" && offline !== wasOffline) setStatus({ state: disconnectedState(failures) })
+    const shown = wasHidden && !hidden
+    const backOnline = wasOffline && !offline
+    if (phase._tag === "Open" && shown) {
+      // Timers were paused while hidden: start the silence count again and catch up.
+      phase = { ...phase, lastFrameAt: now, lastPingAt: now }
+      if (held !== undefined) {
+        const event = held
+        held = undefined
+        notify(summaryListeners, event)
+      }
+      send(REQUEST_UPDATE)
+    } else if (phase._tag === "Waiting" && !hidden && (shown || backOnline)) {
+      phase = { _tag: "Waiting", until: now }
+    }
+  }
+
+  /** The moment the current phase needs attention without any signal. */
+  const deadline = (): number => {
+    switch (phase._tag) {
+      case "Connecting":
+        return phase.startedAt + settings.connectTimeout
+      case "Open":
+        return hidden ? Number.POSITIVE_INFINITY : Math.min(phase.lastPingAt + settings.pingInterval, phase.lastFrameAt + settings.deadAfter)
+      case "Waiting":
+        return hidden ? Number.POSITIVE_INFINITY : phase.until
+      case "Closed":
+        return Number.POSITIVE_INFINITY
+    }
+  }
+
+  const onTimer = (now: number) =>
+    Effect.gen(function*() {
+      switch (phase._tag) {
+        case "Connecting":
+          if (now >= phase.startedAt + settings.connectTimeout) {
+            yield* fail(now, `no connection after ${Math.round(settings.connectTimeout / 1000)} s`)
+          }
+          return
+        case "Open": {
+          const step = heartbeatStep(now, phase.lastFrameAt, phase.lastPingAt, settings)
+          if (step._tag === "Dead") {
+            closeSocket(phase.socket, HEARTBEAT_CLOSE, "heartbeat timeout")
+            yield* fail(now, `no frame from the server for ${Math.round(step.silentFor / 1000)} s`)
+          } else if (step._tag === "Ping") {
+            send(PING)
+            phase = { ...phase, lastPingAt: now }
+          }
+          return
+        }
+        case "Waiting":
+          if (now >= phase.until) yield* openSocket(now)
+          return
+        case "Closed":
+          return
+      }
+    })
+
+  const onSignal = (now: number, signal: Signal) =>
+    Effect.gen(function*() {
+      switch (signal._tag) {
+        case "Opened":
+          if (phase._tag === "Connecting" && phase.id === signal.id) {
+            phase = { _tag: "Open", id: signal.id, socket: phase.socket, openedAt: now, lastFrameAt: now, lastPingAt: now }
+            setStatus({ state: "live", attempt: 0, reconnectAt: undefined, lastError: undefined })
+          }
+          return
+        case "Frame":
+          if (phase._tag === "Open" && phase.id === signal.id) {
+            phase = { ...phase, lastFrameAt: now }
+            onFrame(now, signal.data)
+          }
+          return
+        case "SocketClosed":
+          if ((phase._tag === "Open" || phase._tag === "Connecting") && phase.id === signal.id) {
+            const verb = phase._tag === "Open" ? "connection closed" : "could not connect"
+            yield* fail(now, `${verb} (${signal.code}${signal.reason === "" ? "" : `: ${signal.reason}`})`)
+          }
+          return
+        case "SocketError":
+          if (phase._tag === "Connecting" && phase.id === signal.id) yield* fail(now, "could not connect")
+          return
+        case "PageChanged":
+          onPageChanged(now)
+          return
+        case "RequestUpdate":
+          send(REQUEST_UPDATE)
+          return
+        case "Close":
+          if (phase._tag === "Open" || phase._tag === "Connecting") closeSocket(phase.socket, 1000, "client closed")
+          phase = { _tag: "Closed" }
+          return
+      }
+    })
+
+  const run = Effect.gen(function*() {
+    const unsubscribe = signals.subscribe(() => offer({ _tag: "PageChanged" }))
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        unsubscribe()
+        if (phase._tag === "Open" || phase._tag === "Connecting") closeSocket(phase.socket, 1000, "client closed")
+        phase = { _tag: "Closed" }
+      })
+    )
+    yield* openSocket(yield* Clock.currentTimeMillis)
+    while (phase._tag !== "Closed") {
+      const now = yield* Clock.currentTimeMillis
+      const wait = deadline() - now
+      const signal = wait <= 0
+        ? Option.none<Signal>()
+        : Number.isFinite(wait)
+        ? yield* Queue.take(inbox).pipe(Effect.timeoutOption(wait))
+        : Option.some(yield* Queue.take(inbox))
+      const at = yield* Clock.currentTimeMillis
+      if (Option.isSome(signal)) yield* onSignal(at, signal.value)
+      else yield* onTimer(at)
+    }
+  }).pipe(Effect.scoped)
+
+  const client: DashcastClient = {
+    onSummary: (listener) => {
+      summaryListeners.add(listener)
+      if (latest !== undefined && !hidden) listener(latest)
+      return () => {
+        summaryListeners.delete(listener)
+      }
+    },
+    onStatus: (listener) => {
+      statusListeners.add(listener)
+      listener(status)
+      return () => {
+        statusListeners.delete(listener)
+      }
+    },
+    status: () => status,
+    latest: () => latest,
+    requestUpdate: () => offer({ _tag: "RequestUpdate" }),
+    close: () => {
+      closed = true
+      summaryListeners.clear()
+      statusListeners.clear()
+      offer({ _tag: "Close" })
+    }
+  }
+  return { client, run }
+}
+
+/**
+ * Connects to a dashcast server's WebSocket (`ws://host:port/ws`; see `dashboardSocketUrl`) and
+ * keeps connected until `close()`: never gives up, never throws.
+ */
+export const connect = (url: string, options: ConnectOptions = {}): DashcastClient => {
+  const { client, run } = makeDashcastClient(url, options)
+  Effect.runFork(run)
+  return client
+}

@@ -1,0 +1,553 @@
+/**
+ * The client SDK without a network or real time: the pure timing rules, then the client itself
+ * over a scripted fake WebSocket, run under `TestClock` with a seeded `Random`, so every delay is
+ * known exactly and a test of minutes of backoff takes milliseconds.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { DateTime, Effect, Fiber, Random, Schedule, TestClock } from "effect"
+import { DashboardSummary } from "../../src/market/DashboardSummary.js"
+import {
+  backoffDelay,
+  classifySeq,
+  connect,
+  dashboardSocketUrl,
+  type DashcastStatus,
+  heartbeatStep,
+  makeDashcastClient,
+  type PageSignals,
+  type SummaryEvent,
+  type WebSocketConstructor,
+  type WebSocketLike
+} from "../../src/web/DashcastClient.js"
+import * as TestServer from "../support/TestServer.js"
+import { makeSummary } from "../support/TestServer.js"
+
+// The global WebSocket (browser, Bun, Node 22) must fit the option's type as it is.
+const _globalFits: WebSocketConstructor = WebSocket
+void _globalFits
+
+const POLICY = { initialDelay: 1_000, maxDelay: 30_000 }
+const SEED = 20_250_820
+
+// ---------------------------------------------------------------------------------------------
+// A scripted server side: each socket the client opens is a FakeSocket the test drives.
+
+class FakeSocket implements WebSocketLike {
+  readyState = 0
+  readonly sent: Array<string> = []
+  closedWith: { readonly code: number | undefined; readonly reason: string | undefined } | undefined
+  private readonly listeners = new Map<string, Array<(event: unknown) => void>>()
+
+  constructor(readonly url: string) {}
+
+  addEventListener(type: "open" | "error", listener: () => void): void
+  addEventListener(type: "message", listener: (event: { readonly data: unknown }) => void): void
+  addEventListener(type: "close", listener: (event: { readonly code: number; readonly reason: string }) => void): void
+  addEventListener(type: string, listener: (event: never) => void): void {
+    const list = this.listeners.get(type) ?? []
+    list.push(listener as (event: unknown) => void)
+    this.listeners.set(type, list)
+  }
+
+  send(data: string) {
+    this.sent.push(data)
+  }
+
+  close(code?: number, reason?: string) {
+    if (this.readyState === 3) return
+    this.readyState = 3
+    this.closedWith = { code, reason }
+  }
+
+  private emit(type: string, event?: unknown) {
+    for (const listener of this.listeners.get(type) ?? []) listener(event)
+  }
+
+  // The server's side of the socket.
+  accept() {
+    this.readyState = 1
+    this.emit("open")
+  }
+  push(message: unknown) {
+    this.emit("message", { data: typeof message === "string" ? message : JSON.stringify(message) })
+  }
+  drop(code = 1006, reason = "") {
+    this.readyState = 3
+    this.emit("error")
+    this.emit("close", { code, reason })
+  }
+  refuse() {
+    this.readyState = 3
+    this.emit("error")
+    this.emit("close", { code: 1006, reason: "" })
+  }
+  /** Types of the frames the client sent. */
+  sentTypes(): Array<string> {
+    return this.sent.map((s) => (JSON.parse(s) as { type: string }).type)
+  }
+}
+
+const fakeSockets = () => {
+  const sockets: Array<FakeSocket> = []
+  const Ctor: WebSocketConstructor = class extends FakeSocket {
+    constructor(url: string) {
+      super(url)
+      sockets.push(this)
+    }
+  }
+  return { sockets, Ctor }
+}
+
+const fakePage = () => {
+  const state = { hidden: false, offline: false }
+  const listeners = new Set<() => void>()
+  const signals: PageSignals = {
+    hidden: () => state.hidden,
+    offline: () => state.offline,
+    subscribe: (onChange) => {
+      listeners.add(onChange)
+      return () => listeners.delete(onChange)
+    }
+  }
+  const set = (next: Partial<typeof state>) => {
+    Object.assign(state, next)
+    for (const listener of listeners) listener()
+  }
+  return { signals, set, listeners }
+}
+
+const wireSummary = (price: number, at = "2025-08-20T12:00:00.000Z") => ({
+  btc_price: price,
+  btc_change_24h: -1.25,
+  market_cap: 2.3e12,
+  volume_24h: 8.5e10,
+  fear_greed_index: 61,
+  rsi_14: 55.3,
+  last_updated: at
+})
+const welcome = (seq: number, price: number, extra: Record<string, unknown> = {}) => ({
+  type: "welcome",
+  data: wireSummary(price),
+  timestamp: "2025-08-20T12:00:00.000Z",
+  message: "Connected to real-time dashboard updates",
+  seq,
+  age_seconds: 12.5,
+  stale: false,
+  ...extra
+})
+const update = (seq: number, price: number, extra: Record<string, unknown> = {}) => ({
+  type: "dashboard_update",
+  data: wireSummary(price),
+  timestamp: "2025-08-20T12:00:00.000Z",
+  source: "scheduled_update",
+  seq,
+  ...extra
+})
+
+/** Lets the client's fiber handle whatever the fake sockets and page have signalled. */
+const settle = Effect.repeatN(Effect.yieldNow(), 20)
+/** Moves the test clock and lets the client react. */
+const advance = (millis: number) => Effect.zipRight(TestClock.adjust(millis), settle)
+
+/** The client under test: its fiber runs with a seeded Random; everything it reports is recorded. */
+const start = (options: Parameters<typeof makeDashcastClient>[1] = {}) =>
+  Effect.gen(function*() {
+    const { Ctor, sockets } = fakeSockets()
+    const page = fakePage()
+    const { client, run } = makeDashcastClient("ws://dashcast.test/ws", { WebSocket: Ctor, signals: page.signals, ...options })
+    const summaries: Array<SummaryEvent> = []
+    const statuses: Array<DashcastStatus> = []
+    client.onSummary((event) => summaries.push(event))
+    client.onStatus((status) => statuses.push(status))
+    const fiber = yield* Effect.fork(Effect.withRandom(run, Random.make(SEED)))
+    yield* settle
+    /** The same draws the client makes, in order, to predict its delays exactly. */
+    const draws = Random.make(SEED)
+    const socket = (i: number) => {
+      const s = sockets[i]
+      if (s === undefined) throw new Error(`the client opened ${sockets.length} sockets, not ${i + 1}`)
+      return s
+    }
+    const last = () => socket(sockets.length - 1)
+    return { client, fiber, sockets, socket, last, page, summaries, statuses, draws }
+  })
+
+// ---------------------------------------------------------------------------------------------
+
+describe("backoffDelay (full jitter, capped)", () => {
+  it("draws uniformly below min(max, initial * 2^(attempt-1))", () => {
+    expect(backoffDelay(1, POLICY, 0)).toBe(0)
+    expect(backoffDelay(1, POLICY, 0.5)).toBe(500)
+    expect(backoffDelay(2, POLICY, 0.5)).toBe(1_000)
+    expect(backoffDelay(3, POLICY, 0.5)).toBe(2_000)
+    expect(backoffDelay(5, POLICY, 0.999)).toBe(15_984)
+    // Capped from attempt 6 on (1 s * 2^5 = 32 s > 30 s), forever.
+    expect(backoffDelay(6, POLICY, 0.5)).toBe(15_000)
+    expect(backoffDelay(1_000, POLICY, 0.999)).toBe(29_970)
+    expect(backoffDelay(Number.MAX_SAFE_INTEGER, POLICY, 0.999)).toBe(29_970)
+    // Nonsense in, sensible out: attempt 0 or below is the first, random is clamped to [0, 1].
+    expect(backoffDelay(0, POLICY, 0.5)).toBe(500)
+    expect(backoffDelay(-3, POLICY, 2)).toBe(1_000)
+  })
+
+  it.effect("stays in [0, bound) for 10,000 seeded draws; the bound doubles up to the cap", () =>
+    Effect.gen(function*() {
+      for (let attempt = 1; attempt <= 40; attempt++) {
+        const bound = Math.min(POLICY.maxDelay, POLICY.initialDelay * 2 ** (attempt - 1))
+        for (let i = 0; i < 250; i++) {
+          const delay = backoffDelay(attempt, POLICY, yield* Random.next)
+          expect(delay).toBeGreaterThanOrEqual(0)
+          expect(delay).toBeLessThan(bound)
+          expect(Number.isInteger(delay)).toBe(true)
+        }
+      }
+    }).pipe(Effect.withRandom(Random.make(SEED))))
+})
+
+describe("classifySeq", () => {
+  it("tells the next update, a gap, and duplicates or older ones", () => {
+    expect(classifySeq(undefined, 7)).toBe("first")
+    expect(classifySeq(7, 8)).toBe("next")
+    expect(classifySeq(7, 10)).toBe("gap")
+    expect(classifySeq(7, 7)).toBe("old")
+    expect(classifySeq(7, 3)).toBe("old")
+  })
+})
+
+describe("heartbeatStep", () => {
+  const hb = { pingInterval: 15_000, deadAfter: 40_000 }
+  it("pings every interval, waits in between, and declares silence past the limit dead", () => {
+    expect(heartbeatStep(0, 0, 0, hb)).toEqual({ _tag: "Wait", until: 15_000 })
+    expect(heartbeatStep(15_000, 0, 0, hb)).toEqual({ _tag: "Ping" })
+    expect(heartbeatStep(20_000, 0, 15_000, hb)).toEqual({ _tag: "Wait", until: 30_000 })
+    // The death deadline comes before the next ping.
+    expect(heartbeatStep(31_000, 0, 30_000, hb)).toEqual({ _tag: "Wait", until: 40_000 })
+    expect(heartbeatStep(40_000, 0, 30_000, hb)).toEqual({ _tag: "Dead", silentFor: 40_000 })
+    // Any frame moves the deadline.
+    expect(heartbeatStep(40_000, 39_000, 30_000, hb)).toEqual({ _tag: "Wait", until: 45_000 })
+  })
+})
+
+describe("dashboardSocketUrl", () => {
+  it("maps a page address to its WebSocket", () => {
+    expect(dashboardSocketUrl("http://127.0.0.1:8080/")).toBe("ws://127.0.0.1:8080/ws")
+    expect(dashboardSocketUrl("https://dash.example.com/some/page?x=1")).toBe("wss://dash.example.com/ws")
+  })
+})
+
+describe("DashcastClient", () => {
+  it.effect("connects, goes live on open and delivers the welcome decoded, with its age", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(1_000_000)
+      const t = yield* start()
+      expect(t.sockets).toHaveLength(1)
+      expect(t.last().url).toBe("ws://dashcast.test/ws")
+      expect(t.client.status().state).toBe("connecting")
+      t.last().accept()
+      yield* settle
+      expect(t.client.status()).toMatchObject({ state: "live", attempt: 0, reconnectAt: undefined })
+      t.last().push(welcome(42, 64_123.45))
+      yield* settle
+      expect(t.summaries).toHaveLength(1)
+      const [event] = t.summaries
+      expect(event?.summary).toBeInstanceOf(DashboardSummary)
+      expect(event?.summary.btc_price).toBe(64_123.45)
+      expect(event && DateTime.formatIso(event.summary.last_updated)).toBe("2025-08-20T12:00:00.000Z")
+      expect(event).toMatchObject({ seq: 42, source: "welcome", stale: false, receivedAt: 1_000_000, fetchedAt: 987_500 })
+      expect(t.statuses.map((s) => s.state)).toEqual(["connecting", "live"])
+      // A listener added later gets the latest at once.
+      const late: Array<number> = []
+      t.client.onSummary((e) => late.push(e.seq))
+      expect(late).toEqual([42])
+      t.client.close()
+      yield* Fiber.join(t.fiber)
+    }))
+
+  it.effect("applies the next seq, ignores duplicates and older ones, and asks for the latest after a gap", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      t.last().accept()
+      t.last().push(welcome(10, 100))
+      t.last().push(update(11, 101))
+      t.last().push(update(11, 101))
+      t.last().push(update(9, 99))
+      yield* settle
+      expect(t.summaries.map((s) => s.seq)).toEqual([10, 11])
+      expect(t.last().sentTypes()).toEqual([])
+      t.last().push(update(14, 104))
+      yield* settle
+      expect(t.summaries.map((s) => s.seq)).toEqual([10, 11, 14])
+      expect(t.last().sentTypes()).toEqual(["request_update"])
+      // The answer repeats 14: nothing new, nothing delivered.
+      t.last().push(update(14, 104, { source: "request_update" }))
+      t.last().push(update(15, 105, { stale_fields: ["rsi_14"] }))
+      yield* settle
+      expect(t.summaries.map((s) => s.seq)).toEqual([10, 11, 14, 15])
+      expect(t.summaries.at(-1)).toMatchObject({ stale: true, staleFields: ["rsi_14"] })
+      t.client.close()
+    }))
+
+  it.effect("reports upstream failures with retry_after until a new summary arrives", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(5_000)
+      const t = yield* start()
+      t.last().accept()
+      t.last().push({ type: "error", error: "No market data yet", timestamp: "2025-08-20T12:00:00.000Z", retry_after: 30 })
+      yield* settle
+      expect(t.client.status().upstream).toEqual({ error: "No market data yet", retryAfter: 30, receivedAt: 5_000 })
+      expect(t.client.status().state).toBe("live")
+      t.last().push(update(1, 100))
+      yield* settle
+      expect(t.client.status().upstream).toBeUndefined()
+      // A complaint about our own frame is not an upstream failure.
+      t.last().push({ type: "error", error: "unknown message type: x", timestamp: "2025-08-20T12:00:00.000Z" })
+      // Nor is a frame that breaks the contract: it is reported and the connection stays.
+      t.last().push({ type: "dashboard_update", seq: 2 })
+      yield* settle
+      expect(t.client.status().upstream).toBeUndefined()
+      expect(t.client.status().lastError).toMatch(/^unreadable frame/)
+      expect(t.client.status().state).toBe("live")
+      expect(t.summaries.map((s) => s.seq)).toEqual([1])
+      t.client.close()
+    }))
+
+  it.effect("pings every 15 s; a silent connection is closed after 40 s and replaced after a jittered delay", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      t.last().accept()
+      t.last().push(welcome(1, 100))
+      yield* settle
+      yield* advance(14_999)
+      expect(t.last().sentTypes()).toEqual([])
+      yield* advance(1)
+      expect(t.last().sentTypes()).toEqual(["ping"])
+      // The server answers: the connection is alive as long as frames come.
+      t.last().push({ type: "pong", timestamp: "2025-08-20T12:00:15.000Z" })
+      yield* settle
+      yield* advance(15_000)
+      expect(t.last().sentTypes()).toEqual(["ping", "ping"])
+      // Then silence: 40 s after the pong (at 15 s) the connection is dead.
+      yield* advance(24_999)
+      expect(t.last().closedWith).toBeUndefined()
+      yield* advance(1)
+      expect(t.socket(0).closedWith).toEqual({ code: 4000, reason: "heartbeat timeout" })
+      // It lived longer than 5 s, so backoff starts over at attempt 1.
+      const delay = backoffDelay(1, POLICY, yield* t.draws.next)
+      expect(t.client.status()).toMatchObject({ state: "reconnecting", attempt: 1, reconnectAt: 55_000 + delay })
+      expect(t.client.status().lastError).toBe("no frame from the server for 40 s")
+      if (delay > 0) {
+        yield* advance(delay - 1)
+        expect(t.sockets).toHaveLength(1)
+      }
+      yield* advance(1)
+      expect(t.sockets).toHaveLength(2)
+      t.client.close()
+    }))
+
+  it.effect("never gives up: delays follow the seeded full jitter, grow to the cap, and the state turns offline", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      let now = 0
+      for (let attempt = 1; attempt <= 25; attempt++) {
+        t.last().refuse()
+        yield* settle
+        const delay = backoffDelay(attempt, POLICY, yield* t.draws.next)
+        expect(delay).toBeLessThan(Math.min(30_000, 1_000 * 2 ** (attempt - 1)))
+        expect(t.client.status()).toMatchObject({
+          state: attempt >= 5 ? "offline" : "reconnecting",
+          attempt,
+          reconnectAt: now + delay,
+          lastError: "could not connect"
+        })
+        if (delay > 0) {
+          yield* advance(delay - 1)
+          expect(t.sockets).toHaveLength(attempt)
+        }
+        yield* advance(delay > 0 ? 1 : 0)
+        expect(t.sockets).toHaveLength(attempt + 1)
+        now += delay
+      }
+      // Once a connection greets us, the next failure starts again from the first delay.
+      t.last().accept()
+      t.last().push(welcome(3, 100))
+      yield* settle
+      expect(t.client.status()).toMatchObject({ state: "live", attempt: 0 })
+      t.client.close()
+    }))
+
+  it.effect("keeps backing off from a server that accepts and drops at once", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      for (let attempt = 1; attempt <= 6; attempt++) {
+        t.last().accept()
+        t.last().push(welcome(attempt, 100))
+        yield* settle
+        expect(t.client.status()).toMatchObject({ state: "live", attempt: 0 })
+        t.last().drop(1011, "bye")
+        yield* settle
+        const delay = backoffDelay(attempt, POLICY, yield* t.draws.next)
+        expect(t.client.status()).toMatchObject({ attempt })
+        yield* advance(delay)
+        expect(t.sockets).toHaveLength(attempt + 1)
+      }
+      t.client.close()
+    }))
+
+  it.effect("gives up on a connection that does not open within the timeout", () =>
+    Effect.gen(function*() {
+      const t = yield* start({ connectTimeout: 2_000 })
+      yield* advance(1_999)
+      expect(t.socket(0).closedWith).toBeUndefined()
+      yield* advance(1)
+      expect(t.socket(0).closedWith).toBeDefined()
+      expect(t.client.status()).toMatchObject({ state: "reconnecting", attempt: 1, lastError: "no connection after 2 s" })
+      t.client.close()
+    }))
+
+  it.effect("accepts the welcome of a restarted server even when its seq starts over", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      t.last().accept()
+      t.last().push(welcome(50, 100))
+      yield* settle
+      t.last().drop(1001, "server shutting down")
+      yield* settle
+      expect(t.client.status()).toMatchObject({ state: "reconnecting", lastError: "connection closed (1001: server shutting down)" })
+      yield* advance(1_000)
+      t.last().accept()
+      t.last().push(welcome(1, 200))
+      t.last().push(update(2, 201))
+      yield* settle
+      expect(t.summaries.map((s) => [s.seq, s.summary.btc_price])).toEqual([[50, 100], [1, 200], [2, 201]])
+      t.client.close()
+    }))
+
+  it.effect("while hidden: no pings, no death, summaries held; when shown: latest delivered and a resync requested", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      t.last().accept()
+      t.last().push(welcome(1, 100))
+      yield* settle
+      t.page.set({ hidden: true })
+      yield* settle
+      t.last().push(update(2, 102))
+      t.last().push(update(3, 103))
+      yield* settle
+      expect(t.summaries.map((s) => s.seq)).toEqual([1])
+      expect(t.client.latest()?.seq).toBe(3)
+      // A background tab for ten minutes: the heartbeat sleeps with it.
+      yield* advance(600_000)
+      expect(t.last().sentTypes()).toEqual([])
+      expect(t.last().closedWith).toBeUndefined()
+      t.page.set({ hidden: false })
+      yield* settle
+      expect(t.summaries.map((s) => s.seq)).toEqual([1, 3])
+      expect(t.last().sentTypes()).toEqual(["request_update"])
+      // The silence count starts again from the moment it was shown.
+      yield* advance(39_999)
+      expect(t.last().closedWith).toBeUndefined()
+      expect(t.client.status().state).toBe("live")
+      t.client.close()
+    }))
+
+  it.effect("while hidden it does not reconnect; shown again it connects at once", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      t.last().accept()
+      yield* settle
+      t.page.set({ hidden: true })
+      t.last().drop()
+      yield* settle
+      yield* advance(3_600_000)
+      expect(t.sockets).toHaveLength(1)
+      t.page.set({ hidden: false })
+      yield* settle
+      expect(t.sockets).toHaveLength(2)
+      t.client.close()
+    }))
+
+  it.effect("the network coming back wakes a waiting reconnect; going offline shows offline", () =>
+    Effect.gen(function*() {
+      const t = yield* start({ initialDelay: 60_000, maxDelay: 60_000 })
+      t.page.set({ offline: true })
+      t.last().refuse()
+      yield* settle
+      expect(t.client.status().state).toBe("offline")
+      expect(t.sockets).toHaveLength(1)
+      t.page.set({ offline: false })
+      yield* settle
+      expect(t.sockets).toHaveLength(2)
+      expect(t.client.status().state).toBe("reconnecting")
+      t.client.close()
+    }))
+
+  it.effect("requestUpdate asks the server; close() closes with 1000, ends the fiber and stops callbacks", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      t.last().accept()
+      t.last().push(welcome(1, 100))
+      yield* settle
+      t.client.requestUpdate()
+      yield* settle
+      expect(t.last().sentTypes()).toEqual(["request_update"])
+      const statusesBefore = t.statuses.length
+      t.client.close()
+      yield* Fiber.join(t.fiber)
+      expect(t.last().closedWith).toEqual({ code: 1000, reason: "client closed" })
+      expect(t.page.listeners.size).toBe(0)
+      t.last().push(update(2, 102))
+      yield* advance(120_000)
+      expect(t.summaries.map((s) => s.seq)).toEqual([1])
+      expect(t.statuses).toHaveLength(statusesBefore)
+      expect(t.sockets).toHaveLength(1)
+    }))
+
+  it.effect("a throwing listener does not stop the others or the client", () =>
+    Effect.gen(function*() {
+      const errors: Array<unknown> = []
+      const original = globalThis.reportError
+      globalThis.reportError = (error: unknown) => errors.push(error)
+      const t = yield* start()
+      t.client.onSummary(() => {
+        throw new Error("listener bug")
+      })
+      const seen: Array<number> = []
+      t.client.onSummary((e) => seen.push(e.seq))
+      t.last().accept()
+      t.last().push(welcome(1, 100))
+      t.last().push(update(2, 101))
+      yield* settle
+      globalThis.reportError = original
+      expect(seen).toEqual([1, 2])
+      expect(errors).toHaveLength(2)
+      t.client.close()
+    }))
+})
+
+describe("DashcastClient over a real socket (Bun's WebSocket, the real server)", () => {
+  /** Polls `check` every 10 ms until it holds; fails after 5 s. */
+  const eventually = (what: string, check: () => boolean) =>
+    Effect.sync(check).pipe(
+      Effect.repeat({ until: (ok) => ok, schedule: Schedule.spaced("10 millis") }),
+      Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error(`not within 5 seconds: ${what}`) }),
+      Effect.orDie
+    )
+
+  it.scopedLive("connects with the defaults, decodes the welcome and every update, and closes", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.start({ first: makeSummary({ btc_price: 61_000.5 }) })
+      const client = connect(server.wsUrl)
+      yield* Effect.addFinalizer(() => Effect.sync(() => client.close()))
+      const seen: Array<SummaryEvent> = []
+      client.onSummary((event) => seen.push(event))
+      yield* eventually("the welcome", () => seen.length === 1)
+      expect(client.status().state).toBe("live")
+      expect(seen[0]).toMatchObject({ seq: 1, source: "welcome", stale: false })
+      expect(seen[0]?.summary.btc_price).toBe(61_000.5)
+      yield* server.market.succeed(makeSummary({ btc_price: 61_500 }))
+      yield* server.updater.forceUpdate()
+      yield* eventually("the force update", () => seen.length === 2)
+      expect(seen[1]).toMatchObject({ seq: 2, source: "force_update" })
+      expect(seen[1]?.summary.btc_price).toBe(61_500)
+    }))
+})
