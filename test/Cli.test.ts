@@ -10,6 +10,7 @@ import { parseArgs, type UsageError } from "../src/Cli.js"
 import { settings } from "../src/Config.js"
 import { isType } from "./support/WsClient.js"
 import * as WsClient from "./support/WsClient.js"
+import { freePort } from "./support/Ports.js"
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname
 
@@ -128,13 +129,6 @@ const spawnDashcast = (args: ReadonlyArray<string>, env: Record<string, string> 
 const runToExit = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   Effect.scoped(Effect.flatMap(spawnDashcast(args, env), (running) => running.finish()))
 
-/** A port nothing listens on: bind 0, read the port, release it. */
-const freePort = (): number => {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } })
-  const port = listener.port
-  listener.stop(true)
-  return port
-}
 
 /**
  * Waits until `/healthz` answers 200 (10 s at most: the process compiles TypeScript first); a

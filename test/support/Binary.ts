@@ -13,6 +13,9 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { decodeServerMessage, formatParseError, type ServerMessage } from "../../src/realtime/Protocol.js"
+import { freePort } from "./Ports.js"
+
+export { freePort }
 
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url))
 /** `dist/dashcast`, or another build named by `DASHCAST_BINARY` (such as a mutant, to see a test fail). */
@@ -34,13 +37,6 @@ export const waitFor = async <A>(
   }
 }
 
-/** A port nothing listens on right now (the OS picks it; it is released before it is returned). */
-export const freePort = (): number => {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } })
-  const port = listener.port
-  listener.stop(true)
-  return port
-}
 
 /** A fresh temp folder, removed when the test worker exits. */
 export const tempDir = (prefix = "dashcast-e2e-"): string => {

@@ -8,6 +8,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Data, Effect, type Scope } from "effect"
+import { freePort } from "./Ports.js"
 
 export class RedisServerError extends Data.TaggedError("RedisServerError")<{ readonly message: string }> {}
 
@@ -23,12 +24,6 @@ export interface RedisServer {
   readonly resume: Effect.Effect<void>
 }
 
-const freePort = (): number => {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } })
-  const port = listener.port
-  listener.stop(true)
-  return port
-}
 
 /** True when something on `port` answers PING with PONG. */
 const pong = (port: number): Promise<boolean> =>
