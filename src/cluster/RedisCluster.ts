@@ -6,7 +6,7 @@
  * its own clients; when Redis is back, one leader again. Nothing here is fatal.
  */
 import { RedisClient } from "bun"
-import { Clock, Duration, Effect, Layer, Option, Redacted, Schedule, SubscriptionRef } from "effect"
+import { Clock, Duration, Effect, Layer, Option, Queue, Redacted, Schedule, SubscriptionRef } from "effect"
 import { Cluster } from "./Cluster.js"
 
 export const LEADER_KEY = "dashcast:leader"
@@ -29,6 +29,10 @@ const RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call
 // INCR, but never at or below `floor` (a summary restored from a cache may be ahead of the counter).
 const NEXT_SEQ =
   "local v = redis.call('incr', KEYS[1]); local f = tonumber(ARGV[1]); if v <= f then redis.call('set', KEYS[1], f + 1); return f + 1 end; return v"
+
+// Raises the counter to at least `floor` (never lowers it, consumes no number).
+const RAISE_SEQ =
+  "local v = tonumber(redis.call('get', KEYS[1]) or '0'); local f = tonumber(ARGV[1]); if v < f then redis.call('set', KEYS[1], f) end; return 1"
 
 // Network timeouts are real time, also when a test drives the Clock.
 const realClock = Clock.make()
@@ -66,11 +70,28 @@ export const RedisClusterLive = (options: RedisClusterOptions): Layer.Layer<Clus
       yield* Effect.all([connect(commands), connect(subscriber)], { concurrency: 2 })
 
       let handler: (message: string) => void = () => {}
-      // Subscribe once; Bun's client resubscribes by itself after a reconnect.
-      yield* call(() => subscriber.subscribe(UPDATES_CHANNEL, (message) => handler(message))).pipe(
+      const listener = (message: string) => handler(message)
+      // Bun's client reconnects by itself but does not subscribe again on the new connection, and
+      // subscribing twice would call the listener twice: drop the old subscription, then subscribe,
+      // at start and after every reconnect.
+      const subscribe = call(async () => {
+        try {
+          await subscriber.unsubscribe(UPDATES_CHANNEL)
+        } catch {
+          // Not subscribed (it throws, synchronously, outside subscriber mode): nothing to drop.
+        }
+        await subscriber.subscribe(UPDATES_CHANNEL, listener)
+      }).pipe(
         Effect.tapError(() => connect(subscriber)),
         Effect.retry(Schedule.spaced("1 seconds")),
-        Effect.tap(() => Effect.logInfo("subscribed to the cluster channel").pipe(Effect.annotateLogs({ channel: UPDATES_CHANNEL }))),
+        Effect.tap(() => Effect.logInfo("subscribed to the cluster channel").pipe(Effect.annotateLogs({ channel: UPDATES_CHANNEL })))
+      )
+      const reconnected = yield* Queue.sliding<void>(1)
+      subscriber.onconnect = () => {
+        Queue.unsafeOffer(reconnected, undefined)
+      }
+      yield* subscribe.pipe(
+        Effect.zipRight(Effect.forever(Effect.zipRight(Queue.take(reconnected), subscribe))),
         Effect.forkScoped
       )
 
@@ -78,13 +99,22 @@ export const RedisClusterLive = (options: RedisClusterOptions): Layer.Layer<Clus
       const leadership = yield* SubscriptionRef.make(false)
       let holding = false
       let redisDown = false
+      // The highest seq this instance numbered on its own while Redis did not answer. Once Redis
+      // answers, the counter is raised to it, so that the leader's next summary is numbered above
+      // it: otherwise this instance would take the leader's update for one it already has.
+      let unsyncedSeq = 0
 
       const leaseStep = Effect.gen(function*() {
-        const held = holding
-          ? (yield* call(() => commands.send("EVAL", [RENEW, "1", LEADER_KEY, options.instanceId, String(ttlMillis)]))) === 1
-          : false
+        // Renewed whenever it is ours, also when we did not know: a SET that timed out here may
+        // still have taken the lease in Redis.
+        const held = (yield* call(() => commands.send("EVAL", [RENEW, "1", LEADER_KEY, options.instanceId, String(ttlMillis)]))) === 1
         const acquired = held ||
           (yield* call(() => commands.set(LEADER_KEY, options.instanceId, "NX", "PX", String(ttlMillis)))) === "OK"
+        if (unsyncedSeq > 0) {
+          const floor = unsyncedSeq
+          yield* call(() => commands.send("EVAL", [RAISE_SEQ, "1", SEQ_KEY, String(floor)]))
+          if (unsyncedSeq === floor) unsyncedSeq = 0
+        }
         if (redisDown) {
           redisDown = false
           yield* Effect.logInfo("Redis reachable again; the lease decides the leader")
@@ -128,7 +158,10 @@ export const RedisClusterLive = (options: RedisClusterOptions): Layer.Layer<Clus
         nextSeq: (floor) =>
           call(() => commands.send("EVAL", [NEXT_SEQ, "1", SEQ_KEY, String(floor)])).pipe(
             Effect.map((n) => (typeof n === "number" && Number.isSafeInteger(n) && n > floor ? n : floor + 1)),
-            Effect.orElseSucceed(() => floor + 1)
+            Effect.orElseSucceed(() => {
+              unsyncedSeq = Math.max(unsyncedSeq, floor + 1)
+              return floor + 1
+            })
           ),
         broadcast: (message) =>
           call(() => commands.publish(UPDATES_CHANNEL, message)).pipe(
