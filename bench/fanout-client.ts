@@ -1,0 +1,222 @@
+/**
+ * One load-generator process of `bench/fanout.ts`: Bun WebSocket clients driven over IPC. It opens
+ * its share of the clients with a bounded number of handshakes in flight, timestamps the first
+ * frame (the welcome) of each, then records when every client receives each broadcast `seq`, and
+ * tells the coordinator as soon as all of its clients have one. Timestamps are epoch milliseconds
+ * with sub-millisecond precision (`performance.timeOrigin + performance.now()`), the clock the
+ * coordinator uses for its triggers, so latencies are measured on one clock.
+ */
+import type { ClientCommand, ClientReply, ConnectResult, PhaseReport } from "./lib.js"
+
+const origin = performance.timeOrigin
+const now = () => origin + performance.now()
+const reply = (message: ClientReply) => process.send?.(message)
+
+let sockets: Array<WebSocket> = []
+let startedAt = new Float64Array(0)
+let openedAt = new Float64Array(0)
+let firstFrameAt = new Float64Array(0)
+let alive = new Uint8Array(0)
+let aliveCount = 0
+let unexpectedCloses = 0
+let closing = false
+let welcomeBytes = 0
+let updateBytes = 0
+
+// The armed broadcast phase: `armCount` seqs from `armFirst`, receive times per (seq, client).
+let armFirst = 0
+let armCount = 0
+let received = new Float64Array(0)
+let receivedPerSeq = new Int32Array(0)
+let doneSent = new Uint8Array(0)
+let duplicates = 0
+let unexpected = 0
+
+/** The number after the last `"seq":` in a frame, without parsing the JSON. */
+const seqOf = (frame: string): number => {
+  const at = frame.lastIndexOf("\"seq\":")
+  if (at < 0) return -1
+  let n = 0
+  for (let i = at + 6; i < frame.length; i++) {
+    const c = frame.charCodeAt(i)
+    if (c < 48 || c > 57) break
+    n = n * 10 + (c - 48)
+  }
+  return n
+}
+
+const onFrame = (index: number, data: unknown) => {
+  const t = now()
+  if (firstFrameAt[index] === 0) {
+    firstFrameAt[index] = t
+    if (welcomeBytes === 0 && typeof data === "string") welcomeBytes = Buffer.byteLength(data)
+    return
+  }
+  if (typeof data !== "string") return void unexpected++
+  const k = seqOf(data) - armFirst
+  if (k < 0 || k >= armCount) return void unexpected++
+  const slot = k * sockets.length + index
+  if (received[slot] !== 0) return void duplicates++
+  received[slot] = t
+  if (updateBytes === 0) updateBytes = Buffer.byteLength(data)
+  if (++receivedPerSeq[k]! >= aliveCount && doneSent[k] === 0) {
+    doneSent[k] = 1
+    reply({ type: "done", seq: armFirst + k })
+  }
+}
+
+const connect = (url: string, count: number, maxInFlight: number, timeoutMs: number) =>
+  new Promise<ConnectResult>((resolve) => {
+    sockets = new Array(count)
+    startedAt = new Float64Array(count)
+    openedAt = new Float64Array(count)
+    firstFrameAt = new Float64Array(count)
+    alive = new Uint8Array(count)
+    aliveCount = 0
+    unexpectedCloses = 0
+    welcomeBytes = 0
+    let next = 0
+    let inFlight = 0
+    let settled = 0
+    let failed = 0
+    let finished = false
+    const finish = () => {
+      if (finished) return
+      finished = true
+      clearTimeout(timer)
+      const welcomeMs: Array<number> = []
+      let firstStart = Number.POSITIVE_INFINITY
+      let lastOpen = 0
+      for (let i = 0; i < count; i++) {
+        if (startedAt[i]! > 0) firstStart = Math.min(firstStart, startedAt[i]!)
+        if (openedAt[i]! > 0) lastOpen = Math.max(lastOpen, openedAt[i]!)
+        if (firstFrameAt[i]! > 0) welcomeMs.push(firstFrameAt[i]! - startedAt[i]!)
+      }
+      resolve({ opened: aliveCount, failed: failed + (count - settled), firstStart, lastOpen, welcomeMs, welcomeBytes })
+    }
+    const timer = setTimeout(finish, timeoutMs)
+    const settle = (ok: boolean) => {
+      inFlight--
+      settled++
+      if (!ok) failed++
+      if (settled === count) finish()
+      else launch()
+    }
+    const start = (index: number) => {
+      inFlight++
+      startedAt[index] = now()
+      const ws = new WebSocket(url)
+      sockets[index] = ws
+      let pending = true
+      ws.onopen = () => {
+        openedAt[index] = now()
+        alive[index] = 1
+        aliveCount++
+      }
+      ws.onmessage = (event) => {
+        onFrame(index, event.data)
+        if (pending) {
+          pending = false
+          settle(true)
+        }
+      }
+      ws.onclose = () => {
+        if (alive[index] === 1) {
+          alive[index] = 0
+          aliveCount--
+          if (!closing) unexpectedCloses++
+        }
+        if (pending) {
+          pending = false
+          settle(false)
+        }
+      }
+    }
+    const launch = () => {
+      while (!finished && inFlight < maxInFlight && next < count) start(next++)
+    }
+    launch()
+  })
+
+const arm = (firstSeq: number, count: number) => {
+  Bun.gc(true)
+  armFirst = firstSeq
+  armCount = count
+  received = new Float64Array(count * sockets.length)
+  receivedPerSeq = new Int32Array(count)
+  doneSent = new Uint8Array(count)
+  duplicates = 0
+  unexpected = 0
+  updateBytes = 0
+}
+
+const report = (triggers: ReadonlyArray<number>): PhaseReport => {
+  const n = sockets.length
+  const latencyMs: Array<number> = []
+  const lastReceivedAt = new Array<number>(armCount).fill(0)
+  const firstReceivedAt = new Array<number>(armCount).fill(0)
+  let lost = 0
+  let clientsWithLoss = 0
+  for (let i = 0; i < n; i++) {
+    if (firstFrameAt[i] === 0) continue // never connected: counted as a failed connect, not as loss
+    let missed = 0
+    for (let k = 0; k < armCount; k++) {
+      const t = received[k * n + i]!
+      if (t === 0) {
+        missed++
+        continue
+      }
+      latencyMs.push(t - triggers[k]!)
+      if (t > lastReceivedAt[k]!) lastReceivedAt[k] = t
+      if (firstReceivedAt[k] === 0 || t < firstReceivedAt[k]!) firstReceivedAt[k] = t
+    }
+    lost += missed
+    if (missed > 0) clientsWithLoss++
+  }
+  return { latencyMs, lastReceivedAt, firstReceivedAt, lost, clientsWithLoss, duplicates, unexpected, unexpectedCloses, updateBytes }
+}
+
+const closeAll = (timeoutMs: number) =>
+  new Promise<void>((resolve) => {
+    closing = true
+    const deadline = setTimeout(done, timeoutMs)
+    function done() {
+      clearTimeout(deadline)
+      for (const ws of sockets) if (ws !== undefined) ws.onclose = null
+      sockets = []
+      received = new Float64Array(0)
+      aliveCount = 0
+      closing = false
+      Bun.gc(true)
+      resolve()
+    }
+    if (aliveCount === 0) return done()
+    for (let i = 0; i < sockets.length; i++) {
+      const ws = sockets[i]
+      if (ws === undefined || alive[i] !== 1) continue
+      ws.onclose = () => {
+        alive[i] = 0
+        if (--aliveCount === 0) done()
+      }
+      ws.close()
+    }
+  })
+
+process.on("message", async (raw) => {
+  const command = raw as ClientCommand
+  switch (command.type) {
+    case "connect":
+      return reply({ type: "connected", result: await connect(command.url, command.count, command.maxInFlight, command.timeoutMs) })
+    case "arm":
+      arm(command.firstSeq, command.count)
+      return reply({ type: "armed" })
+    case "report":
+      return reply({ type: "report", report: report(command.triggers) })
+    case "close":
+      await closeAll(command.timeoutMs)
+      return reply({ type: "closed" })
+    case "exit":
+      process.exit(0)
+  }
+})
+reply({ type: "ready" })

@@ -1,0 +1,742 @@
+/**
+ * `npm run bench`: fan-out of one JSON frame to many WebSocket clients, dashcast's compiled binary
+ * against two reference peers, in one run on one machine:
+ *
+ *  - `dashcast`: `dist/dashcast --demo`, triggered by `POST /api/dashboard/refresh` (force update);
+ *  - `bare Bun`: `bench/peers/bare-bun.ts`, `Bun.serve` topic pub/sub with no framework;
+ *  - `Node ws`: `bench/peers/node-ws.mjs`, Node.js `http` + `ws`, a loop over the clients.
+ *
+ * The coordinator (this process) starts one server at a time, has the client processes
+ * (`bench/fanout-client.ts`) open N Bun WebSocket clients (at most 256 handshakes in flight), then
+ * triggers broadcasts one after another: it stamps the trigger, POSTs, and waits until every client
+ * has the frame before the next one. Every timestamp is taken in a Bun process on the same machine
+ * clock, so latencies are trigger-to-receipt on one clock. Server memory and CPU come from
+ * /proc/<pid>/status (VmRSS) and /proc/<pid>/stat (utime + stime).
+ *
+ * CPU placement: with 2 cores, the server under test is pinned to core 0 and the load generator
+ * (this process and the client processes) to core 1, with `taskset`, so that the server always has
+ * exactly one core to itself and the generator never steals it (BENCH_PIN=0 turns this off).
+ * Servers run one at a time and alternate (dashcast, bare Bun, Node; rotated every repetition).
+ *
+ * Environment: BENCH_QUICK=1 (1k and 5k clients, one repetition), BENCH_RUNGS=1000,5000,
+ * BENCH_REPS=3, BENCH_CLIENT_PROCS=2, BENCH_PIN=0, BENCH_BUDGET_SECONDS=540, DASHCAST_BIN.
+ */
+import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import os from "node:os"
+import { join } from "node:path"
+import type { Subprocess } from "bun"
+import {
+  type ClientCommand,
+  type ClientReply,
+  type ConnectResult,
+  cpuNanos,
+  cpuTicks,
+  median,
+  now,
+  openFileLimit,
+  percentile,
+  type PhaseReport,
+  rssKiB,
+  sleep,
+  sortedNumbers,
+  TICKS_PER_SECOND
+} from "./lib.js"
+
+const ROOT = join(import.meta.dir, "..")
+const RESULTS = join(import.meta.dir, "results")
+const BUN = process.execPath
+const DASHCAST_BIN = process.env["DASHCAST_BIN"] ?? join(ROOT, "dist", "dashcast")
+const env = (name: string) => process.env[name]
+const QUICK = env("BENCH_QUICK") === "1"
+const REPS = Number(env("BENCH_REPS") ?? (QUICK ? 1 : 3))
+const CLIENT_PROCS = Math.max(1, Number(env("BENCH_CLIENT_PROCS") ?? 2))
+const MAX_IN_FLIGHT = 256
+const HOST = "127.0.0.1"
+const TOKEN = "bench-token"
+const TARGET_RUNG = 10_000
+const IDLE_SECONDS = QUICK ? 3 : 10
+const COALESCE_REQUESTS = 1000
+const WARMUP_CLIENTS = 200
+const WARMUP_BROADCASTS = 100
+/** Pause before each RSS reading, so that memory freed by the warm-up or the ramp is returned. */
+const SETTLE_MS = 1000
+const startedAt = now()
+const DEADLINE = startedAt + Number(env("BENCH_BUDGET_SECONDS") ?? 540) * 1000
+
+const fdLimit = openFileLimit()
+// The server holds one descriptor per client plus a few dozen of its own; keep 300 spare.
+const maxClients = Math.min(19_000, fdLimit - 300)
+const RUNGS = (env("BENCH_RUNGS")?.split(",").map(Number) ?? (QUICK ? [1000, 5000] : [1000, 5000, 10_000, 19_000]))
+  .map((n) => Math.min(n, maxClients))
+/** Broadcasts per scenario: enough deliveries (about 100k) for a CPU reading in 10 ms ticks. */
+const broadcastsFor = (clients: number) => Math.min(100, Math.max(15, Math.round(100_000 / clients)))
+
+// ---- CPU placement ----------------------------------------------------------------------------
+const cores = os.cpus().length
+const PIN = env("BENCH_PIN") !== "0" && cores >= 2 && Bun.which("taskset") !== null
+const SERVER_CPUS = "0"
+const CLIENT_CPUS = cores === 2 ? "1" : `1-${cores - 1}`
+const serverPrefix = PIN ? ["taskset", "-c", SERVER_CPUS] : []
+const clientPrefix = PIN ? ["taskset", "-c", CLIENT_CPUS] : []
+if (PIN) Bun.spawnSync(["taskset", "-pc", CLIENT_CPUS, String(process.pid)], { stdout: "ignore" })
+
+const log = (line: string) => console.error(`[bench ${((now() - startedAt) / 1000).toFixed(0).padStart(3)}s] ${line}`)
+
+// ---- servers under test -----------------------------------------------------------------------
+type ServerKey = "dashcast" | "bun" | "node"
+interface ServerSpec {
+  readonly key: ServerKey
+  readonly label: string
+  readonly cmd: (port: number) => Array<string>
+  readonly env: Record<string, string>
+  readonly readyPath: string
+}
+
+const dashcastEnv = (minFetchGap: string): Record<string, string> => ({
+  DEMO: "true",
+  ADMIN_TOKEN: TOKEN,
+  MIN_FETCH_GAP: minFetchGap,
+  UPDATE_INTERVAL: "24 hours",
+  FRESHNESS: "24 hours",
+  CACHE_PATH: ":memory:",
+  LOG_LEVEL: "info"
+})
+
+const SERVERS: ReadonlyArray<ServerSpec> = [
+  {
+    key: "dashcast",
+    label: "dashcast",
+    cmd: (port) => [DASHCAST_BIN, "--host", HOST, "--port", String(port)],
+    env: dashcastEnv("0 seconds"),
+    readyPath: "/readyz"
+  },
+  {
+    key: "bun",
+    label: "bare Bun",
+    cmd: () => [BUN, join(import.meta.dir, "peers", "bare-bun.ts")],
+    env: { ADMIN_TOKEN: TOKEN, HOST },
+    readyPath: "/healthz"
+  },
+  {
+    key: "node",
+    label: "Node ws",
+    cmd: () => ["node", join(import.meta.dir, "peers", "node-ws.mjs")],
+    env: { ADMIN_TOKEN: TOKEN, HOST },
+    readyPath: "/healthz"
+  }
+]
+
+const freePort = (): number => {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    // Below the ephemeral range (32768+), so the clients' source ports never collide with it.
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    try {
+      Bun.listen({ hostname: HOST, port, socket: { data() {} } }).stop(true)
+      return port
+    } catch {
+      // taken; try another
+    }
+  }
+  throw new Error("no free port found")
+}
+
+interface RunningServer {
+  readonly spec: ServerSpec
+  readonly proc: Subprocess
+  readonly port: number
+  readonly base: string
+}
+
+const startServer = async (spec: ServerSpec, extraEnv: Record<string, string> = {}): Promise<RunningServer> => {
+  const port = freePort()
+  const proc = Bun.spawn([...serverPrefix, ...spec.cmd(port)], {
+    cwd: ROOT,
+    env: { ...process.env, ...spec.env, ...extraEnv, PORT: String(port) },
+    stdout: "ignore",
+    stderr: Bun.file(join(RESULTS, `${spec.key}.stderr.log`))
+  })
+  const base = `http://${HOST}:${port}`
+  const deadline = now() + 15_000
+  while (now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`${spec.label} exited with ${proc.exitCode} (see bench/results/${spec.key}.stderr.log)`)
+    const ok = await fetch(base + spec.readyPath).then((r) => r.ok, () => false)
+    if (ok) return { spec, proc, port, base }
+    await sleep(20)
+  }
+  proc.kill("SIGKILL")
+  throw new Error(`${spec.label} was not ready within 15 s`)
+}
+
+const stopServer = async (server: RunningServer) => {
+  server.proc.kill("SIGTERM")
+  const exited = await Promise.race([server.proc.exited.then(() => true), sleep(5000).then(() => false)])
+  if (!exited) {
+    server.proc.kill("SIGKILL")
+    await server.proc.exited
+  }
+}
+
+const currentSeq = async (server: RunningServer): Promise<number> => {
+  const body = await (await fetch(`${server.base}/api/dashboard`)).json() as { seq: number }
+  return body.seq
+}
+
+const trigger = async (server: RunningServer): Promise<{ status: number; seq: number }> => {
+  const response = await fetch(`${server.base}/api/dashboard/refresh`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${TOKEN}` }
+  })
+  const body = await response.json().catch(() => ({})) as { seq?: number }
+  return { status: response.status, seq: body.seq ?? -1 }
+}
+
+// ---- client processes -------------------------------------------------------------------------
+type Reply<T extends ClientReply["type"]> = Extract<ClientReply, { type: T }>
+
+class ClientProcess {
+  private readonly waiting = new Map<string, (reply: ClientReply) => void>()
+  readonly proc: Subprocess
+  readonly ready: Promise<Reply<"ready">>
+
+  constructor(onDone: (seq: number) => void) {
+    this.proc = Bun.spawn([...clientPrefix, BUN, join(import.meta.dir, "fanout-client.ts")], {
+      cwd: ROOT,
+      stdio: ["ignore", "inherit", "inherit"],
+      ipc: (message) => {
+        const reply = message as ClientReply
+        if (reply.type === "done") return onDone(reply.seq)
+        const waiter = this.waiting.get(reply.type)
+        this.waiting.delete(reply.type)
+        waiter?.(reply)
+      }
+    })
+    this.ready = this.expect("ready", 15_000)
+  }
+
+  private expect<T extends ClientReply["type"]>(type: T, timeoutMs: number): Promise<Reply<T>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(type)
+        reject(new Error(`client process did not answer ${type} within ${timeoutMs} ms`))
+      }, timeoutMs)
+      this.waiting.set(type, (reply) => {
+        clearTimeout(timer)
+        resolve(reply as Reply<T>)
+      })
+    })
+  }
+
+  request<T extends ClientReply["type"]>(command: ClientCommand, answer: T, timeoutMs: number): Promise<Reply<T>> {
+    const reply = this.expect(answer, timeoutMs)
+    this.proc.send(command)
+    return reply
+  }
+}
+
+const doneCounts = new Map<number, number>()
+let doneWaiter: { seq: number; need: number; resolve: (ok: boolean) => void } | undefined
+const onDone = (seq: number) => {
+  const count = (doneCounts.get(seq) ?? 0) + 1
+  doneCounts.set(seq, count)
+  if (doneWaiter !== undefined && doneWaiter.seq === seq && count >= doneWaiter.need) {
+    const { resolve } = doneWaiter
+    doneWaiter = undefined
+    resolve(true)
+  }
+}
+const waitDone = (seq: number, need: number, timeoutMs: number) =>
+  new Promise<boolean>((resolve) => {
+    if ((doneCounts.get(seq) ?? 0) >= need) return resolve(true)
+    const timer = setTimeout(() => {
+      doneWaiter = undefined
+      resolve(false)
+    }, timeoutMs)
+    doneWaiter = {
+      seq,
+      need,
+      resolve: (ok) => {
+        clearTimeout(timer)
+        resolve(ok)
+      }
+    }
+  })
+
+const clients: Array<ClientProcess> = []
+
+/** Splits `total` clients over the client processes; returns each one's share. */
+const shares = (total: number) =>
+  clients.map((_, i) => Math.floor(total / clients.length) + (i < total % clients.length ? 1 : 0))
+
+interface Connected {
+  readonly opened: number
+  readonly failed: number
+  readonly ratePerSecond: number
+  readonly welcomeMs: Float64Array
+  readonly welcomeBytes: number
+  readonly active: ReadonlyArray<number>
+}
+
+const connectAll = async (server: RunningServer, total: number): Promise<Connected> => {
+  const share = shares(total)
+  const active = share.flatMap((n, i) => (n > 0 ? [i] : []))
+  const perProcess = Math.max(1, Math.floor(MAX_IN_FLIGHT / active.length))
+  const results: Array<ConnectResult> = await Promise.all(active.map((i) =>
+    clients[i]!.request({
+      type: "connect",
+      url: `ws://${HOST}:${server.port}/ws`,
+      count: share[i]!,
+      maxInFlight: perProcess,
+      timeoutMs: 60_000
+    }, "connected", 70_000).then((r) => r.result)
+  ))
+  const firstStart = Math.min(...results.map((r) => r.firstStart))
+  const lastOpen = Math.max(...results.map((r) => r.lastOpen))
+  const opened = results.reduce((a, r) => a + r.opened, 0)
+  return {
+    opened,
+    failed: results.reduce((a, r) => a + r.failed, 0),
+    ratePerSecond: opened / ((lastOpen - firstStart) / 1000),
+    welcomeMs: sortedNumbers(results.flatMap((r) => r.welcomeMs)),
+    welcomeBytes: results[0]?.welcomeBytes ?? 0,
+    active
+  }
+}
+
+const closeAll = (active: ReadonlyArray<number>) =>
+  Promise.all(active.map((i) => clients[i]!.request({ type: "close", timeoutMs: 10_000 }, "closed", 15_000)))
+
+interface Phase {
+  readonly broadcasts: number
+  readonly completionMs: Float64Array
+  readonly firstDeliveryMs: Float64Array
+  readonly latencyMs: Float64Array
+  readonly lost: number
+  readonly clientsWithLoss: number
+  readonly duplicates: number
+  readonly unexpected: number
+  readonly unexpectedCloses: number
+  readonly triggerErrors: number
+  readonly timeouts: number
+  readonly cpuTicks: number
+  readonly updateBytes: number
+}
+
+/** `count` broadcasts one after another, each waited for at every client (or until a timeout). */
+const broadcastPhase = async (server: RunningServer, connected: Connected, count: number, gapMs = 5): Promise<Phase> => {
+  const active = connected.active
+  const firstSeq = (await currentSeq(server)) + 1
+  await Promise.all(active.map((i) => clients[i]!.request({ type: "arm", firstSeq, count }, "armed", 10_000)))
+  doneCounts.clear()
+  const triggers: Array<number> = []
+  let triggerErrors = 0
+  let timeouts = 0
+  const waitMs = 2000 + connected.opened * 0.3
+  const cpuBefore = cpuTicks(server.proc.pid)
+  for (let k = 0; k < count; k++) {
+    const seq = firstSeq + k
+    triggers.push(now())
+    const answer = await trigger(server)
+    if (answer.status !== 200 || answer.seq !== seq) {
+      triggerErrors++
+      log(`  trigger ${k}: HTTP ${answer.status}, seq ${answer.seq} (expected ${seq})`)
+    }
+    if (!(await waitDone(seq, active.length, waitMs))) timeouts++
+    await sleep(gapMs)
+  }
+  const cpu = cpuTicks(server.proc.pid) - cpuBefore
+  const reports: Array<PhaseReport> = await Promise.all(
+    active.map((i) => clients[i]!.request({ type: "report", triggers }, "report", 30_000).then((r) => r.report))
+  )
+  const completion: Array<number> = []
+  const firstDelivery: Array<number> = []
+  for (let k = 0; k < count; k++) {
+    const last = Math.max(...reports.map((r) => r.lastReceivedAt[k] ?? 0))
+    completion.push(last > 0 ? last - triggers[k]! : Number.NaN)
+    const first = Math.min(...reports.map((r) => r.firstReceivedAt[k] || Number.POSITIVE_INFINITY))
+    firstDelivery.push(Number.isFinite(first) ? first - triggers[k]! : Number.NaN)
+  }
+  const sum = (f: (r: PhaseReport) => number) => reports.reduce((a, r) => a + f(r), 0)
+  return {
+    broadcasts: count,
+    completionMs: sortedNumbers(completion.filter(Number.isFinite)),
+    firstDeliveryMs: sortedNumbers(firstDelivery.filter(Number.isFinite)),
+    latencyMs: sortedNumbers(reports.flatMap((r) => r.latencyMs)),
+    lost: sum((r) => r.lost),
+    clientsWithLoss: sum((r) => r.clientsWithLoss),
+    duplicates: sum((r) => r.duplicates),
+    unexpected: sum((r) => r.unexpected),
+    unexpectedCloses: sum((r) => r.unexpectedCloses),
+    triggerErrors,
+    timeouts,
+    cpuTicks: cpu,
+    updateBytes: reports[0]?.updateBytes ?? 0
+  }
+}
+
+// ---- one scenario -----------------------------------------------------------------------------
+interface Sample {
+  readonly server: ServerKey
+  readonly clients: number
+  readonly rep: number
+  readonly connected: number
+  readonly failedConnects: number
+  readonly connectRate: number
+  readonly welcomeP50: number
+  readonly welcomeP99: number
+  readonly completionP50: number
+  readonly completionMax: number
+  readonly firstDeliveryP50: number
+  readonly messageP50: number
+  readonly messageP99: number
+  readonly lost: number
+  readonly rssPerConnKiB: number
+  readonly rssGrowthMiB: number
+  readonly cpuUsPerConnect: number
+  readonly cpuUsPerDelivery: number
+  readonly idleCpuPercent: number
+  readonly welcomeBytes: number
+  readonly updateBytes: number
+  readonly broadcasts: number
+  readonly anomalies: string
+  readonly seconds: number
+}
+
+const scenario = async (spec: ServerSpec, total: number, rep: number, idleSeconds: number): Promise<Sample> => {
+  const began = now()
+  const server = await startServer(spec)
+  try {
+    // Warm-up: JIT the connect, welcome and broadcast paths before anything is measured (dashcast's
+    // force-update path costs ~3 ms of CPU per call for its first few dozen calls, ~0.3 ms once warm).
+    const warm = await connectAll(server, Math.min(WARMUP_CLIENTS, total))
+    await broadcastPhase(server, warm, WARMUP_BROADCASTS, 1)
+    await closeAll(warm.active)
+    await sleep(SETTLE_MS)
+
+    const rssBefore = rssKiB(server.proc.pid)
+    const cpuBeforeConnect = cpuNanos(server.proc.pid)
+    const connected = await connectAll(server, total)
+    const connectNanos = cpuNanos(server.proc.pid) - cpuBeforeConnect
+    await sleep(SETTLE_MS)
+    const rssAfter = rssKiB(server.proc.pid)
+
+    let idleCpuPercent = Number.NaN
+    if (idleSeconds > 0) {
+      const before = cpuTicks(server.proc.pid)
+      await sleep(idleSeconds * 1000)
+      idleCpuPercent = ((cpuTicks(server.proc.pid) - before) / TICKS_PER_SECOND / idleSeconds) * 100
+    }
+
+    const phase = await broadcastPhase(server, connected, broadcastsFor(total))
+    await closeAll(connected.active)
+    const deliveries = phase.latencyMs.length
+    const anomalies = [
+      connected.failed > 0 ? `${connected.failed} failed connects` : "",
+      phase.duplicates > 0 ? `${phase.duplicates} duplicates` : "",
+      phase.unexpected > 0 ? `${phase.unexpected} unexpected frames` : "",
+      phase.unexpectedCloses > 0 ? `${phase.unexpectedCloses} closes` : "",
+      phase.triggerErrors > 0 ? `${phase.triggerErrors} trigger errors` : "",
+      phase.timeouts > 0 ? `${phase.timeouts} broadcast timeouts` : ""
+    ].filter((s) => s !== "").join(", ")
+    return {
+      server: spec.key,
+      clients: total,
+      rep,
+      connected: connected.opened,
+      failedConnects: connected.failed,
+      connectRate: connected.ratePerSecond,
+      welcomeP50: percentile(connected.welcomeMs, 0.5),
+      welcomeP99: percentile(connected.welcomeMs, 0.99),
+      completionP50: percentile(phase.completionMs, 0.5),
+      completionMax: percentile(phase.completionMs, 1),
+      firstDeliveryP50: percentile(phase.firstDeliveryMs, 0.5),
+      messageP50: percentile(phase.latencyMs, 0.5),
+      messageP99: percentile(phase.latencyMs, 0.99),
+      lost: phase.lost,
+      rssPerConnKiB: (rssAfter - rssBefore) / connected.opened,
+      rssGrowthMiB: (rssAfter - rssBefore) / 1024,
+      cpuUsPerConnect: connectNanos / 1000 / connected.opened,
+      cpuUsPerDelivery: deliveries > 0 ? (phase.cpuTicks / TICKS_PER_SECOND) * 1e6 / deliveries : Number.NaN,
+      idleCpuPercent,
+      welcomeBytes: connected.welcomeBytes,
+      updateBytes: phase.updateBytes,
+      broadcasts: phase.broadcasts,
+      anomalies,
+      seconds: (now() - began) / 1000
+    }
+  } finally {
+    await stopServer(server)
+  }
+}
+
+// ---- (5) 1,000 concurrent force updates -------------------------------------------------------
+interface Coalescing {
+  readonly requests: number
+  readonly seqBefore: number
+  readonly seqAfter: number
+  readonly ok: number
+  readonly okSeqs: ReadonlyArray<number>
+  readonly tooSoon: number
+  readonly other: Record<string, number>
+  readonly broadcastsSeen: number
+  readonly spreadMs: number
+}
+
+/**
+ * Opens `count` TCP connections first (at most 256 in flight), then writes one force-update request
+ * on each in one loop, so they all reach dashcast together; collects status and seq of each answer.
+ */
+const concurrentForceUpdates = async (port: number, count: number) => {
+  const request = `POST /api/dashboard/refresh HTTP/1.1\r\nHost: ${HOST}:${port}\r\nAuthorization: Bearer ${TOKEN}\r\n` +
+    "Content-Length: 0\r\nConnection: close\r\n\r\n"
+  const answers: Array<string> = new Array(count).fill("")
+  let finished = 0
+  let allFinished: () => void = () => {}
+  const finishedAll = new Promise<void>((resolve) => (allFinished = resolve))
+  const sockets: Array<{ write: (s: string) => number; end: () => void }> = []
+  for (let start = 0; start < count; start += MAX_IN_FLIGHT) {
+    const batch = Array.from({ length: Math.min(MAX_IN_FLIGHT, count - start) }, (_, j) => {
+      const index = start + j
+      let closed = false
+      const close = () => {
+        if (closed) return
+        closed = true
+        if (++finished === count) allFinished()
+      }
+      return Bun.connect({
+        hostname: HOST,
+        port,
+        socket: {
+          data(_socket, chunk) {
+            answers[index] += chunk.toString()
+          },
+          close,
+          end: close,
+          error: close,
+          connectError: close
+        }
+      })
+    })
+    sockets.push(...await Promise.all(batch))
+  }
+  return {
+    fire: async () => {
+      const t0 = now()
+      for (const socket of sockets) socket.write(request)
+      const spreadMs = now() - t0
+      await Promise.race([finishedAll, sleep(30_000)])
+      for (const socket of sockets) socket.end()
+      return { answers, spreadMs }
+    }
+  }
+}
+
+const coalescingTest = async (): Promise<Coalescing> => {
+  const gapSeconds = 3
+  const spec = SERVERS.find((s) => s.key === "dashcast")!
+  const server = await startServer(spec, dashcastEnv(`${gapSeconds} seconds`))
+  const readyAt = now()
+  try {
+    let broadcastsSeen = 0
+    const watcher = new WebSocket(`ws://${HOST}:${server.port}/ws`)
+    watcher.onmessage = (event) => {
+      if (String(event.data).includes("\"type\":\"dashboard_update\"")) broadcastsSeen++
+    }
+    await new Promise<void>((resolve) => (watcher.onopen = () => resolve()))
+    const posts = await concurrentForceUpdates(server.port, COALESCE_REQUESTS)
+    // The initial load was an upstream call: wait until MIN_FETCH_GAP has passed since then.
+    await sleep(Math.max(0, readyAt + gapSeconds * 1000 + 300 - now()))
+    const seqBefore = await currentSeq(server)
+    const { answers, spreadMs } = await posts.fire()
+    await sleep(300)
+    const seqAfter = await currentSeq(server)
+    watcher.close()
+    let ok = 0
+    let tooSoon = 0
+    const okSeqs = new Set<number>()
+    const other: Record<string, number> = {}
+    for (const answer of answers) {
+      const status = /^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? "no answer"
+      if (status === "200") {
+        ok++
+        okSeqs.add(Number(/"seq":(\d+)/.exec(answer)?.[1] ?? -1))
+      } else if (status === "429") tooSoon++
+      else other[status] = (other[status] ?? 0) + 1
+    }
+    return { requests: COALESCE_REQUESTS, seqBefore, seqAfter, ok, okSeqs: [...okSeqs], tooSoon, other, broadcastsSeen, spreadMs }
+  } finally {
+    await stopServer(server)
+  }
+}
+
+// ---- report -----------------------------------------------------------------------------------
+const fmt = (x: number, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : "n/a")
+const ratio = (a: number, b: number) => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : "n/a")
+
+interface Metric {
+  readonly key: keyof Sample
+  readonly label: string
+  readonly digits: number
+  readonly aggregate?: "sum"
+}
+const METRICS: ReadonlyArray<Metric> = [
+  { key: "connectRate", label: "connect rate (conn/s)", digits: 0 },
+  { key: "welcomeP50", label: "welcome latency p50 (ms)", digits: 2 },
+  { key: "welcomeP99", label: "welcome latency p99 (ms)", digits: 2 },
+  { key: "completionP50", label: "broadcast completion p50 (ms)", digits: 2 },
+  { key: "completionMax", label: "broadcast completion max (ms)", digits: 2 },
+  { key: "firstDeliveryP50", label: "trigger to first client p50 (ms)", digits: 2 },
+  { key: "messageP50", label: "per-message latency p50 (ms)", digits: 2 },
+  { key: "messageP99", label: "per-message latency p99 (ms)", digits: 2 },
+  { key: "lost", label: "messages lost (sum of runs)", digits: 0, aggregate: "sum" },
+  { key: "rssPerConnKiB", label: "server RSS per connection (KiB)", digits: 2 },
+  { key: "rssGrowthMiB", label: "server RSS growth while connecting (MiB)", digits: 1 },
+  { key: "cpuUsPerConnect", label: "server CPU per connection, upgrade + welcome (µs)", digits: 1 },
+  { key: "cpuUsPerDelivery", label: "server CPU per delivered message (µs)", digits: 2 },
+  { key: "idleCpuPercent", label: `server CPU, ${IDLE_SECONDS} s idle (% of a core)`, digits: 2 },
+  { key: "welcomeBytes", label: "welcome frame (bytes)", digits: 0 },
+  { key: "updateBytes", label: "update frame (bytes)", digits: 0 }
+]
+
+const machineLine = () => {
+  const nodeVersion = Bun.spawnSync(["node", "--version"]).stdout.toString().trim()
+  const cpu = os.cpus()[0]?.model.trim() ?? "unknown CPU"
+  const memory = (os.totalmem() / 2 ** 30).toFixed(1)
+  return `${cores} cores (${cpu}), ${memory} GiB, Linux ${os.release()}, Bun ${Bun.version}, Node ${nodeVersion}, ` +
+    `open-file limit ${fdLimit}; ` +
+    (PIN ? `server pinned to core ${SERVER_CPUS}, load generator (${CLIENT_PROCS} client processes + coordinator) to core ${CLIENT_CPUS}` : "no CPU pinning")
+}
+
+const aggregate = (samples: ReadonlyArray<Sample>, metric: Metric): number => {
+  const values = samples.map((s) => s[metric.key] as number)
+  return metric.aggregate === "sum" ? values.reduce((a, b) => a + b, 0) : median(values)
+}
+
+const render = (samples: ReadonlyArray<Sample>, coalescing: Coalescing | undefined, notes: ReadonlyArray<string>) => {
+  const out: Array<string> = []
+  const rungs = [...new Set(samples.map((s) => s.clients))].sort((a, b) => a - b)
+  out.push("## Fan-out benchmark", "")
+  out.push(`Machine: ${machineLine()}.`, "")
+  out.push(
+    `Each cell is the median over ${REPS} run${REPS === 1 ? "" : "s"} (servers alternating); ratios are dashcast's median over the reference's median. ` +
+      "Broadcasts are sent one after another; each is waited for at every client.",
+    ""
+  )
+  for (const rung of rungs) {
+    const at = (key: ServerKey) => samples.filter((s) => s.clients === rung && s.server === key)
+    const runs = Math.min(...(["dashcast", "bun", "node"] as const).map((k) => at(k).length))
+    out.push(`### ${rung.toLocaleString("en-US")} clients (${runs} run${runs === 1 ? "" : "s"} per server, ${at("dashcast")[0]?.broadcasts ?? "?"} broadcasts per run)`, "")
+    out.push("| metric | dashcast | bare Bun | Node ws | dashcast / bare Bun | dashcast / Node ws |")
+    out.push("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for (const metric of METRICS) {
+      const [d, b, n] = (["dashcast", "bun", "node"] as const).map((k) => aggregate(at(k), metric))
+      if (![d, b, n].some((x) => Number.isFinite(x!))) continue
+      out.push(`| ${metric.label} | ${fmt(d!, metric.digits)} | ${fmt(b!, metric.digits)} | ${fmt(n!, metric.digits)} | ${ratio(d!, b!)} | ${ratio(d!, n!)} |`)
+    }
+    const anomalies = samples.filter((s) => s.clients === rung && s.anomalies !== "")
+    for (const s of anomalies) out.push("", `- ${s.server} run ${s.rep + 1}: ${s.anomalies}`)
+    out.push("")
+  }
+
+  // Targets, at 10k clients (or the largest rung run, in quick mode).
+  const targetRung = rungs.includes(TARGET_RUNG) ? TARGET_RUNG : rungs.at(-1)
+  if (targetRung !== undefined) {
+    const at = (key: ServerKey, metric: keyof Sample) =>
+      median(samples.filter((s) => s.clients === targetRung && s.server === key).map((s) => s[metric] as number))
+    const check = (ok: boolean) => (ok ? "**pass**" : "**miss**")
+    const completion = at("dashcast", "completionP50") / at("bun", "completionP50")
+    const memory = at("dashcast", "rssPerConnKiB") / at("bun", "rssPerConnKiB")
+    const welcome = at("dashcast", "welcomeP99") / at("bun", "welcomeP99")
+    const vsNode = at("dashcast", "completionP50") / at("node", "completionP50")
+    const lost = samples.filter((s) => s.server === "dashcast").reduce((a, s) => a + s.lost, 0)
+    const idle = at("dashcast", "idleCpuPercent")
+    out.push(`### Targets at ${targetRung.toLocaleString("en-US")} clients${targetRung === TARGET_RUNG ? "" : " (quick mode: the largest rung run)"}`, "")
+    out.push("| target | measured | result |", "| --- | --- | --- |")
+    out.push(`| broadcast completion p50 ≤ 1.15× bare Bun | ${fmt(completion)}× | ${check(completion <= 1.15)} |`)
+    out.push(`| server memory per connection ≤ 1.3× bare Bun | ${fmt(memory)}× | ${check(memory <= 1.3)} |`)
+    out.push(`| welcome latency p99 ≤ 1.2× bare Bun | ${fmt(welcome)}× | ${check(welcome <= 1.2)} |`)
+    out.push(`| broadcast completion p50 faster than Node ws | ${fmt(vsNode)}× Node | ${check(vsNode < 1)} |`)
+    out.push(`| no message lost (dashcast, every rung and run) | ${lost} lost | ${check(lost === 0)} |`)
+    if (Number.isFinite(idle)) {
+      out.push(`| ${targetRung.toLocaleString("en-US")} idle sockets cost near zero CPU (< 1% of a core over ${IDLE_SECONDS} s) | ${fmt(idle)}% | ${check(idle < 1)} |`)
+    }
+    if (coalescing !== undefined) {
+      const c = coalescing
+      const one = c.seqAfter === c.seqBefore + 1 && c.okSeqs.every((s) => s === c.seqBefore + 1) && c.broadcastsSeen === 1
+      const others = Object.entries(c.other).map(([status, n]) => `${n}× ${status}`).join(", ")
+      out.push(
+        `| ${c.requests.toLocaleString("en-US")} concurrent force updates make one upstream call | seq ${c.seqBefore} → ${c.seqAfter}; ` +
+          `${c.ok}× 200 (seq ${c.okSeqs.join(", ") || "none"}), ${c.tooSoon}× 429${others === "" ? "" : `, ${others}`}; ` +
+          `${c.broadcastsSeen} broadcast seen; requests written within ${fmt(c.spreadMs, 1)} ms | ${check(one)} |`
+      )
+    }
+    out.push("")
+  }
+  out.push(
+    "- RSS per connection is the growth of the server's resident memory while the clients connect, divided by",
+    "  them. The JS heap's garbage collection moves RSS by a few MiB either way, so at 1k clients (about 2 MiB of",
+    "  growth) the figure is noise; it is meaningful from 5k clients up.",
+    "- CPU per delivered message is utime + stime (10 ms ticks) over the broadcast phase, which includes each",
+    "  trigger's HTTP request and, on loopback, the kernel's TCP work on the sending core."
+  )
+  for (const note of notes) out.push(`- ${note}`)
+  return out.join("\n")
+}
+
+// ---- main -------------------------------------------------------------------------------------
+const main = async () => {
+  mkdirSync(RESULTS, { recursive: true })
+  if (!existsSync(DASHCAST_BIN)) {
+    log("dist/dashcast is missing: npm run build")
+    const built = Bun.spawnSync(["npm", "run", "build"], { cwd: ROOT, stdout: "inherit", stderr: "inherit" })
+    if (built.exitCode !== 0) throw new Error("npm run build failed")
+  }
+  const load = os.loadavg()[0]!
+  log(`${QUICK ? "quick mode, " : ""}rungs ${RUNGS.join(", ")}, ${REPS} repetition(s), ${CLIENT_PROCS} client processes, ` +
+    `pinning ${PIN ? "on" : "off"}, load average ${load.toFixed(2)}`)
+  const notes: Array<string> = []
+  if (load >= 1) notes.push(`load average was ${load.toFixed(2)} at the start: other work may have disturbed the numbers`)
+  if (maxClients < 19_000) notes.push(`the open-file limit (${fdLimit}) caps the top rung at ${maxClients} clients`)
+
+  for (let i = 0; i < CLIENT_PROCS; i++) clients.push(new ClientProcess(onDone))
+  await Promise.all(clients.map((c) => c.ready))
+
+  const samples: Array<Sample> = []
+  let coalescing: Coalescing | undefined
+  try {
+    for (const rung of RUNGS) {
+      for (let rep = 0; rep < REPS; rep++) {
+        const order = SERVERS.map((_, i) => SERVERS[(i + rep) % SERVERS.length]!)
+        for (const spec of order) {
+          if (now() > DEADLINE) {
+            notes.push(`time budget reached: ${spec.label} at ${rung} clients, run ${rep + 1} and later were skipped`)
+            break
+          }
+          const idle = rep === 0 && rung === (RUNGS.includes(TARGET_RUNG) ? TARGET_RUNG : RUNGS.at(-1)) ? IDLE_SECONDS : 0
+          const sample = await scenario(spec, rung, rep, idle)
+          samples.push(sample)
+          log(`${spec.label.padEnd(8)} ${String(rung).padStart(5)} clients run ${rep + 1}: connect ${fmt(sample.connectRate, 0)}/s, ` +
+            `welcome p99 ${fmt(sample.welcomeP99)} ms, completion p50 ${fmt(sample.completionP50)} ms, ` +
+            `msg p99 ${fmt(sample.messageP99)} ms, lost ${sample.lost}, ${fmt(sample.rssPerConnKiB)} KiB/conn, ` +
+            `${fmt(sample.cpuUsPerDelivery)} µs/msg${Number.isFinite(sample.idleCpuPercent) ? `, idle ${fmt(sample.idleCpuPercent)}%` : ""}` +
+            `${sample.anomalies === "" ? "" : ` [${sample.anomalies}]`} (${fmt(sample.seconds, 1)} s)`)
+        }
+      }
+    }
+    coalescing = await coalescingTest()
+    log(`coalescing: ${JSON.stringify(coalescing)}`)
+  } finally {
+    await Promise.all(clients.map(async (c) => {
+      c.proc.send({ type: "exit" } satisfies ClientCommand)
+      await Promise.race([c.proc.exited, sleep(2000)])
+      c.proc.kill("SIGKILL")
+    }))
+  }
+  notes.push(`total time ${((now() - startedAt) / 1000).toFixed(0)} s`)
+  const table = render(samples, coalescing, notes)
+  writeFileSync(join(RESULTS, "latest.md"), table + "\n")
+  writeFileSync(join(RESULTS, "latest.json"), JSON.stringify({ machine: machineLine(), samples, coalescing }, null, 2))
+  console.log(table)
+}
+
+await main()
+process.exit(0)
