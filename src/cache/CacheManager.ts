@@ -16,12 +16,15 @@ export interface CacheKey<A, I> {
   readonly name: string
   readonly schema: Schema.Schema<A, I>
   readonly ttl: Duration.Duration
+  /** The value's JSON codec, built once per key rather than on every read and write. */
+  readonly json: Schema.Schema<A, string>
 }
 
 export const cacheKey = <A, I>(name: string, schema: Schema.Schema<A, I>, ttl: Duration.DurationInput): CacheKey<A, I> => ({
   name,
   schema,
-  ttl: Duration.decode(ttl)
+  ttl: Duration.decode(ttl),
+  json: Schema.parseJson(schema)
 })
 
 /**
@@ -86,7 +89,7 @@ export class CacheManager extends Effect.Service<CacheManager>()("dashcast/Cache
     }
 
     const decode = <A, I>(key: CacheKey<A, I>, json: string, tier: "l1" | "l2") =>
-      Schema.decodeUnknown(Schema.parseJson(key.schema))(json).pipe(
+      Schema.decodeUnknown(key.json)(json).pipe(
         Effect.map(Option.some),
         Effect.catchTag("ParseError", (error) =>
           Effect.logWarning("cached value no longer decodes; treating it as a miss").pipe(
@@ -175,7 +178,7 @@ export class CacheManager extends Effect.Service<CacheManager>()("dashcast/Cache
 
     const set = Effect.fn("CacheManager.set")(function*<A, I>(key: CacheKey<A, I>, value: A) {
       const now = yield* Clock.currentTimeMillis
-      const json = yield* Effect.orDie(Schema.encode(Schema.parseJson(key.schema))(value))
+      const json = yield* Effect.orDie(Schema.encode(key.json)(value))
       remember(key.name, { json, expiresAt: expiryOf(now, key.ttl) })
       yield* guarded("set", key.name, store.set(key.name, json, key.ttl))
     })

@@ -62,8 +62,9 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
           fetched_at: yield* DateTime.now,
           stale_fields: fetched.staleFields
         })
-        yield* cache.set(SummaryKey, snapshot)
+        // Clients first: a slow or failing L2 write must not delay the broadcast.
         yield* broadcaster.publishUpdate(snapshot, source)
+        yield* cache.set(SummaryKey, snapshot)
         yield* Metrics.updateOutcome(Option.isSome(fetched.partialFailure) ? "partial" : "success")
         // A partial result is published, but the attempt still counts as a failure for the schedule.
         return yield* Option.match(fetched.partialFailure, {
