@@ -33,7 +33,7 @@ export const settings: ReadonlyArray<Setting> = [
   { name: "TLS_KEY", default: "unset", description: "PEM private key; with TLS_CERT serves https and wss" },
   { name: "ALLOWED_ORIGINS", default: "unset (any origin)", description: "Comma-separated browser origins allowed to open /ws" },
   { name: "DEMO", default: "false", description: "Serve a simulated market feed instead of calling upstream" },
-  { name: "LOG_LEVEL", default: "info", description: "trace, debug, info, warn, error, fatal or off" },
+  { name: "LOG_LEVEL", default: "info", description: "trace, debug, info, warn (or warning), error, fatal or off; any case" },
   { name: "LOG_FORMAT", default: "pretty", description: "pretty, or json for one object a line" },
   { name: "MAX_CONNECTIONS", default: "unset", description: "Most WebSocket connections at once" },
   { name: "MAX_CONNECTIONS_PER_IP", default: "unset", description: "Most WebSocket connections from one address" },
@@ -48,10 +48,29 @@ export const settings: ReadonlyArray<Setting> = [
 const checked = <A>(name: string, base: Config.Config<A>, message: string, valid: (a: A) => boolean) =>
   Config.nested(base.pipe(Config.validate({ message, validation: valid })), name)
 
+const anyPositiveDuration = (name: string) =>
+  checked(name, Config.duration(), "must be a positive duration such as \"10 minutes\"", (d) => Duration.toMillis(d) > 0)
+
 const positiveDuration = (name: string, fallback: Duration.DurationInput) =>
-  checked(name, Config.duration(), "must be a positive duration such as \"10 minutes\"", (d) => Duration.toMillis(d) > 0).pipe(
-    Config.withDefault(Duration.decode(fallback))
-  )
+  anyPositiveDuration(name).pipe(Config.withDefault(Duration.decode(fallback)))
+
+/**
+ * `LOG_LEVEL`, case-insensitive, with `warning` (syslog's and Python's spelling) as `warn`.
+ * Effect's own `Config.logLevel` knows only its labels, in upper case.
+ */
+const logLevelNames: ReadonlyArray<readonly [string, LogLevel.LogLevel]> = [
+  ...LogLevel.allLevels.map((level) => [level.label.toLowerCase(), level] as const),
+  ["warning", LogLevel.Warning]
+]
+const logLevel = checked(
+  "LOG_LEVEL",
+  Config.string(),
+  "must be one of trace, debug, info, warn (or warning), error, fatal, off",
+  (s) => logLevelNames.some(([name]) => name === s.trim().toLowerCase())
+).pipe(
+  Config.map((s) => logLevelNames.find(([name]) => name === s.trim().toLowerCase())?.[1] ?? LogLevel.Info),
+  Config.withDefault(LogLevel.Info)
+)
 
 const intAtLeast = (name: string, min: number) =>
   checked(name, Config.integer(), `must be an integer of ${min} or more`, (n) => n >= min)
@@ -93,7 +112,8 @@ const appConfig = Config.all({
     Config.withDefault(8080)
   ),
   demo: Config.boolean("DEMO").pipe(Config.withDefault(false)),
-  updateInterval: Config.option(positiveDuration("UPDATE_INTERVAL", "10 minutes")),
+  // No default here: without a value the default depends on DEMO (below).
+  updateInterval: Config.option(anyPositiveDuration("UPDATE_INTERVAL")),
   maxConsecutiveFailures: intAtLeast("MAX_CONSECUTIVE_FAILURES", 0).pipe(Config.withDefault(3)),
   maxBackoff: positiveDuration("MAX_BACKOFF", "30 minutes"),
   initialFetchRetries: intAtLeast("INITIAL_FETCH_RETRIES", 1).pipe(Config.withDefault(3)),
@@ -116,7 +136,7 @@ const appConfig = Config.all({
       Config.map((s) => s.split(",").map((o) => o.trim()).filter((o) => o.length > 0))
     )
   ),
-  logLevel: Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
+  logLevel,
   logFormat: LogFormat,
   maxConnections: Config.option(intAtLeast("MAX_CONNECTIONS", 1)),
   maxConnectionsPerIp: Config.option(intAtLeast("MAX_CONNECTIONS_PER_IP", 1)),

@@ -6,8 +6,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { Subprocess } from "bun"
 import { Duration, Effect, Either, Schedule, type Scope } from "effect"
-import { parseArgs, type UsageError } from "../src/Cli.js"
-import { settings } from "../src/Config.js"
+import { configProvider, parseArgs, type UsageError } from "../src/Cli.js"
+import { AppConfig, settings } from "../src/Config.js"
 import { isType } from "./support/WsClient.js"
 import * as WsClient from "./support/WsClient.js"
 import { freePort } from "./support/Ports.js"
@@ -70,6 +70,37 @@ describe("parseArgs", () => {
     expect(usageErrorOf(["start"]).message).toContain("start")
     expect(usageErrorOf(["--port"]).message).toContain("PORT")
   })
+})
+
+/** The configuration exactly as `dashcast` reads it: the environment with the flags laid over it. */
+const configFrom = (argv: ReadonlyArray<string>, env: Record<string, string>) =>
+  AppConfig.pipe(Effect.provide(AppConfig.Default), Effect.withConfigProvider(configProvider(flagsOf(argv), env)))
+
+describe("configuration from the environment and flags", () => {
+  it.effect("updates every 5 seconds with DEMO and no UPDATE_INTERVAL, by flag or environment", () =>
+    Effect.gen(function*() {
+      for (const [argv, env] of [[["--demo"], {}], [[], { DEMO: "true" }]] as const) {
+        const config = yield* configFrom(argv, env)
+        expect(Duration.toMillis(config.updateInterval), JSON.stringify({ argv, env })).toBe(5_000)
+      }
+    }))
+
+  it.effect("keeps 10 minutes without DEMO, and a given UPDATE_INTERVAL either way", () =>
+    Effect.gen(function*() {
+      expect(Duration.toMillis((yield* configFrom([], {})).updateInterval)).toBe(600_000)
+      expect(Duration.toMillis((yield* configFrom(["--demo"], { UPDATE_INTERVAL: "1 minutes" })).updateInterval)).toBe(60_000)
+      expect(Duration.toMillis((yield* configFrom(["--update-interval", "90 seconds"], { DEMO: "true" })).updateInterval)).toBe(90_000)
+    }))
+
+  it.effect("reads LOG_LEVEL in any case, warning as warn", () =>
+    Effect.gen(function*() {
+      const cases = [["warning", "WARN"], ["WARNING", "WARN"], ["warn", "WARN"], ["Debug", "DEBUG"], ["off", "OFF"], [" info ", "INFO"]]
+      for (const [given, label] of cases) {
+        expect((yield* configFrom([], { LOG_LEVEL: given! })).logLevel.label, given).toBe(label)
+      }
+      expect((yield* configFrom(["--log-level", "Warning"], { LOG_LEVEL: "error" })).logLevel.label).toBe("WARN")
+      expect((yield* configFrom([], {})).logLevel.label).toBe("INFO")
+    }))
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -181,6 +212,7 @@ describe("dashcast process", () => {
       ["UPDATE_INTERVAL=soon", [], { UPDATE_INTERVAL: "soon" }, "UPDATE_INTERVAL"],
       ["MIN_FETCH_GAP=soon", [], { MIN_FETCH_GAP: "soon" }, "MIN_FETCH_GAP"],
       ["MAX_CONNECTIONS=0", [], { MAX_CONNECTIONS: "0" }, "MAX_CONNECTIONS"],
+      ["LOG_LEVEL=verbose", [], { LOG_LEVEL: "verbose" }, "LOG_LEVEL"],
       ["TLS_CERT without TLS_KEY", [], { TLS_CERT: "/nonexistent/cert.pem" }, "TLS_CERT"],
       ["an unknown flag", ["--bogus", "1"], {}, "--bogus"],
       ["a flag without its value", ["--port"], {}, "PORT"]
@@ -218,6 +250,45 @@ describe("dashcast process", () => {
         }))
     }
   })
+
+  it.live("with DEMO=true and no UPDATE_INTERVAL, announces and keeps a 5 second schedule", () =>
+    Effect.gen(function*() {
+      const port = freePort()
+      const running = yield* spawnDashcast(["--host", "127.0.0.1", "--port", String(port)], { DEMO: "true", LOG_FORMAT: "json" })
+      yield* awaitHealthy(port, running)
+      const client = yield* WsClient.connect(`ws://127.0.0.1:${port}/ws`)
+      const scheduled = (m: { readonly type: string }) => m.type === "dashboard_update" && "source" in m && m.source === "scheduled_update"
+      // The first scheduled update may already be out; two more prove the cadence (10 minutes would time out).
+      yield* client.next(scheduled, { timeout: "8 seconds" })
+      const first = Date.now()
+      yield* client.next(scheduled, { timeout: "8 seconds" })
+      expect(Date.now() - first).toBeGreaterThan(3_000)
+      running.process.kill("SIGTERM")
+      const { stdout } = yield* running.finish("5 seconds")
+      const schedule = stdout.split("\n").flatMap((line) => {
+        try {
+          const log = JSON.parse(line) as { message?: unknown; annotations?: Record<string, unknown> }
+          return String(log.message).startsWith("update schedule") ? [log] : []
+        } catch {
+          return []
+        }
+      })
+      expect(schedule).toHaveLength(1)
+      expect(schedule[0]?.annotations?.["update_interval_ms"]).toBe(5_000)
+    }).pipe(Effect.scoped))
+
+  it.live("starts with LOG_LEVEL=warning and logs nothing below warnings", () =>
+    Effect.gen(function*() {
+      const port = freePort()
+      const running = yield* spawnDashcast(["--demo", "--host", "127.0.0.1", "--port", String(port)], { LOG_LEVEL: "warning", LOG_FORMAT: "json" })
+      yield* awaitHealthy(port, running)
+      running.process.kill("SIGTERM")
+      const { code, stdout, stderr } = yield* running.finish("5 seconds")
+      expect(code).toBe(0)
+      expect(stderr).toBe("")
+      const levels = stdout.split("\n").filter((l) => l.trim() !== "").map((l) => (JSON.parse(l) as { logLevel: string }).logLevel)
+      expect(levels.filter((level) => level === "INFO" || level === "DEBUG")).toEqual([])
+    }).pipe(Effect.scoped))
 
   it.live("on SIGTERM closes every socket with 1001 and exits 0", () =>
     Effect.gen(function*() {

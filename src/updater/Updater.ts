@@ -34,6 +34,10 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     const minGapMillis = Duration.toMillis(config.minFetchGap)
     const freshnessMillis = Duration.toMillis(config.freshness)
 
+    yield* Effect.logInfo(`update schedule: every ${Duration.format(config.updateInterval)}`).pipe(
+      Effect.annotateLogs({ update_interval_ms: Duration.toMillis(config.updateInterval), demo: config.demo })
+    )
+
     // A warm start: the last snapshot from the cache is served at once, marked with its age.
     const cached = yield* cache.get(SummaryKey)
     if (Option.isSome(cached)) {
