@@ -23,6 +23,7 @@ export const settings: ReadonlyArray<Setting> = [
   { name: "FRESHNESS", default: "5 minutes", description: "Age after which a connecting client triggers one background refresh" },
   { name: "MIN_FETCH_GAP", default: "30 seconds", description: "Upstream is never called more often than this outside the schedule" },
   { name: "UPSTREAM_TIMEOUT", default: "10 seconds", description: "Timeout of each upstream call" },
+  { name: "UPSTREAM_MAX_BYTES", default: "2097152 (2 MiB)", description: "Largest upstream response body read; a larger one fails its call" },
   { name: "COINGECKO_BASE_URL", default: "https://api.coingecko.com", description: "CoinGecko API base URL" },
   { name: "COINGECKO_API_KEY", default: "unset", description: "CoinGecko demo API key (secret, sent as x-cg-demo-api-key)" },
   { name: "FNG_BASE_URL", default: "https://api.alternative.me", description: "alternative.me Fear & Greed API base URL" },
@@ -121,6 +122,12 @@ const appConfig = Config.all({
   freshness: positiveDuration("FRESHNESS", "5 minutes"),
   minFetchGap: Config.duration("MIN_FETCH_GAP").pipe(Config.withDefault(Duration.seconds(30))),
   upstreamTimeout: positiveDuration("UPSTREAM_TIMEOUT", "10 seconds"),
+  upstreamMaxBytes: checked(
+    "UPSTREAM_MAX_BYTES",
+    Config.integer(),
+    "must be between 65536 and 1073741824 bytes",
+    (n) => n >= 64 * 1024 && n <= 1024 * 1024 * 1024
+  ).pipe(Config.withDefault(2 * 1024 * 1024)),
   coingeckoBaseUrl: httpUrl("COINGECKO_BASE_URL", "https://api.coingecko.com"),
   coingeckoApiKey: optionalSecret("COINGECKO_API_KEY"),
   fngBaseUrl: httpUrl("FNG_BASE_URL", "https://api.alternative.me"),

@@ -67,12 +67,14 @@ export class HttpApi extends Effect.Service<HttpApi>()("dashcast/HttpApi", {
         return jsonError(401, "missing or wrong bearer token", { "www-authenticate": "Bearer" })
       }
       return yield* updater.forceUpdate().pipe(
-        Effect.map((snapshot) =>
+        // Published is published: a partial round answers 200 with what went stale and why.
+        Effect.map(({ failure, snapshot }) =>
           HttpServerResponse.unsafeJson({
             data: encodeSummary(snapshot.summary),
             seq: snapshot.seq,
             fetched_at: DateTime.formatIso(snapshot.fetched_at),
-            ...(snapshot.stale_fields.length > 0 ? { stale_fields: snapshot.stale_fields } : {})
+            ...(snapshot.stale_fields.length > 0 ? { stale_fields: snapshot.stale_fields } : {}),
+            ...(Option.isSome(failure) ? { error: `some upstream calls failed: ${failure.value.message}` } : {})
           })
         ),
         Effect.catchTags({

@@ -84,7 +84,7 @@ export const makeDemoMarketData = (seed: number) =>
         partialFailure: Option.none()
       }
     })
-    return MarketData.of({ fetch })
+    return MarketData.of({ fetch, blockedFor: Effect.succeed(Option.none()) })
   })
 
 const round = (x: number, digits: number) => {

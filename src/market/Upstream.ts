@@ -4,7 +4,7 @@
  * concurrently, coalesced per endpoint, and merged with the previous summary when some of them fail.
  */
 import { FetchHttpClient, Headers, HttpClient, HttpClientRequest } from "@effect/platform"
-import type { HttpClientError } from "@effect/platform"
+import type { HttpClientError, HttpClientResponse } from "@effect/platform"
 import {
   Array as Arr,
   Clock,
@@ -20,12 +20,14 @@ import {
   Option,
   ParseResult,
   Redacted,
-  Schema
+  Schema,
+  Stream
 } from "effect"
 import { VERSION } from "../Version.js"
 import { AppConfig } from "../Config.js"
+import { Amount, ChangePercent, Price, Total } from "./Bounds.js"
 import { DashboardSummary, type SummaryField } from "./DashboardSummary.js"
-import { type Endpoint, MarketData, UpstreamError, UpstreamReason } from "./MarketData.js"
+import { type Endpoint, MarketData, type Provider, providerOf, UpstreamError, UpstreamReason } from "./MarketData.js"
 import { wilderRsi } from "./Rsi.js"
 import * as Metrics from "../metrics/Metrics.js"
 
@@ -34,24 +36,22 @@ const API_KEY_HEADER = "x-cg-demo-api-key"
 const RSI_PERIOD = 14
 
 // ---------------------------------------------------------------------------------------------
-// Response bodies: only the fields DESIGN.md names, strictly typed. A `null`, a numeric string or
-// a missing key is a Decode failure, never a default.
-
-const Price = Schema.Number.pipe(Schema.finite(), Schema.positive())
-const Amount = Schema.Number.pipe(Schema.finite(), Schema.nonNegative())
+// Response bodies: only the fields DESIGN.md names, strictly typed and within the plausibility
+// bounds of `Bounds.ts`. A `null`, a numeric string, a missing key or an implausible value is a
+// Decode failure, never a default.
 
 /** `bitcoin.usd_24h_change` is documented as nullable; a null fails the call rather than reading 0. */
 const SimplePriceBody = Schema.Struct({
   bitcoin: Schema.Struct({
     usd: Price,
-    usd_24h_change: Schema.Number.pipe(Schema.finite())
+    usd_24h_change: ChangePercent
   })
 })
 
 /** Totals of the whole crypto market, as the original system showed. */
 const GlobalBody = Schema.Struct({
   data: Schema.Struct({
-    total_market_cap: Schema.Struct({ usd: Price }),
+    total_market_cap: Schema.Struct({ usd: Total }),
     total_volume: Schema.Struct({ usd: Amount })
   })
 })
@@ -135,6 +135,26 @@ const fromHttpError = (endpoint: Endpoint, error: HttpClientError.HttpClientErro
       cause: error.cause
     })
   })
+
+/**
+ * The body as text, read chunk by chunk and given up as soon as it passes `limit` bytes (a declared
+ * `Content-Length` over it is refused before reading): a huge or endless body costs at most `limit`.
+ */
+const readCapped = (endpoint: Endpoint, response: HttpClientResponse.HttpClientResponse, limit: number) => {
+  const tooLarge = new UpstreamError({ endpoint, reason: UpstreamReason.TooLarge({ limit }) })
+  const declared = Number(response.headers["content-length"] ?? Number.NaN)
+  if (declared > limit) return Effect.fail(tooLarge)
+  return response.stream.pipe(
+    Stream.catchAll((error) => fromHttpError(endpoint, error)),
+    Stream.runFoldEffect({ chunks: [] as Array<Uint8Array>, size: 0 }, (acc, chunk) => {
+      const size = acc.size + chunk.byteLength
+      if (size > limit) return Effect.fail(tooLarge)
+      acc.chunks.push(chunk)
+      return Effect.succeed({ chunks: acc.chunks, size })
+    }),
+    Effect.map(({ chunks }) => new TextDecoder().decode(Buffer.concat(chunks)))
+  )
+}
 
 const decodeBody = <A, I>(endpoint: Endpoint, schema: Schema.Schema<A, I>) => (text: string) =>
   Effect.try({
@@ -227,29 +247,62 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
   const coingecko = upstream(config.coingeckoBaseUrl, config.coingeckoApiKey)
   const alternativeMe = upstream(config.fngBaseUrl, Option.none())
 
-  /** One call: request, body as text, Schema, all within `UPSTREAM_TIMEOUT`, and shared while in flight. */
+  /**
+   * When each provider may be called again (epoch ms by `Clock`), from the `Retry-After` of its last
+   * 429: until then no call to it is sent, whoever asks (schedule, force update, refresh).
+   */
+  const blockedUntil = new Map<Provider, number>()
+  const blockedFor = (provider: Provider) =>
+    Effect.map(Clock.currentTimeMillis, (now) => {
+      const wait = (blockedUntil.get(provider) ?? 0) - now
+      return wait > 0 ? Option.some(Duration.millis(wait)) : Option.none()
+    })
+  const block = (provider: Provider, error: UpstreamError) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Effect.sync(() => {
+        if (error.reason._tag !== "RateLimited" || Option.isNone(error.reason.retryAfter)) return
+        const until = now + Duration.toMillis(error.reason.retryAfter.value)
+        blockedUntil.set(provider, Math.max(until, blockedUntil.get(provider) ?? 0))
+      }))
+
+  /**
+   * One call: request, body as text (at most `UPSTREAM_MAX_BYTES`), Schema, all within
+   * `UPSTREAM_TIMEOUT`, and shared while in flight. Not sent while its provider asks to wait.
+   */
   const call = <A, I>(
     endpoint: Endpoint,
-    provider: HttpClient.HttpClient,
+    client: HttpClient.HttpClient,
     request: HttpClientRequest.HttpClientRequest,
     schema: Schema.Schema<A, I>
-  ) =>
-    singleFlight(
-      fibers,
-      provider.execute(request).pipe(
-        // The body is read as text and parsed here so that a broken connection (Network) and a body
-        // that is not JSON (Decode) stay apart.
-        Effect.flatMap((response) => response.text),
-        Effect.catchAll((error) => fromHttpError(endpoint, error)),
-        Effect.flatMap(decodeBody(endpoint, schema)),
-        Effect.timeoutFail({
-          duration: timeout,
-          onTimeout: () => new UpstreamError({ endpoint, reason: UpstreamReason.Timeout({ after: timeout }) })
-        }),
-        Metrics.trackUpstream(endpoint),
-        Effect.withSpan(`Upstream.${endpoint}`)
-      )
+  ) => {
+    const provider = providerOf[endpoint]
+    const sent = client.execute(request).pipe(
+      Effect.catchAll((error) => fromHttpError(endpoint, error)),
+      // The body is read as text and parsed here so that a broken connection (Network), a body
+      // that is too large (TooLarge) and one that is not JSON (Decode) stay apart.
+      Effect.flatMap((response) => readCapped(endpoint, response, config.upstreamMaxBytes)),
+      Effect.flatMap(decodeBody(endpoint, schema)),
+      Effect.timeoutFail({
+        duration: timeout,
+        onTimeout: () => new UpstreamError({ endpoint, reason: UpstreamReason.Timeout({ after: timeout }) })
+      }),
+      Effect.tapError((error) => block(provider, error)),
+      Metrics.trackUpstream(endpoint),
+      Effect.withSpan(`Upstream.${endpoint}`)
     )
+    return singleFlight(
+      fibers,
+      Effect.flatMap(blockedFor(provider), (wait) =>
+        Option.match(wait, {
+          onNone: () => sent,
+          onSome: (retryAfter) =>
+            Effect.zipRight(
+              Metrics.upstreamError(endpoint, "Blocked"),
+              new UpstreamError({ endpoint, reason: UpstreamReason.Blocked({ retryAfter }) })
+            )
+        }))
+    )
+  }
 
   const simplePrice = call(
     "simple_price",
@@ -325,6 +378,8 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
     }
 
     const staleFields = failures.flatMap((e) => fieldsOf[e.endpoint])
+    // A call not sent because its provider asked to wait is no failure of this attempt.
+    const failed = failures.filter((e) => e.reason._tag !== "Blocked")
     const summary = DashboardSummary.make({
       ...merged.value.price,
       ...merged.value.global,
@@ -332,8 +387,8 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
       ...merged.value.fearGreed,
       last_updated: yield* DateTime.now
     })
-    const partialFailure = Arr.isNonEmptyReadonlyArray(failures) ? Option.some(mostTelling(failures)) : Option.none()
-    if (Option.isSome(partialFailure)) {
+    const partialFailure = Arr.isNonEmptyReadonlyArray(failed) ? Option.some(mostTelling(failed)) : Option.none()
+    if (failures.length > 0) {
       yield* Effect.logWarning("some upstream calls failed; their fields keep the previous values").pipe(
         Effect.annotateLogs({ stale_fields: staleFields.join(","), errors: failures.map((e) => e.message).join("; ") })
       )
@@ -341,7 +396,7 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
     return { summary, staleFields, partialFailure }
   }, Effect.annotateLogs({ service: "Upstream" }))
 
-  return MarketData.of({ fetch })
+  return MarketData.of({ fetch, blockedFor: blockedFor("coingecko") })
 })
 
 /** The live market data; needs an `HttpClient` (tests may provide their own). */

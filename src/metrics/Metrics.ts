@@ -44,6 +44,8 @@ const UPSTREAM_REASON_LABELS: Record<UpstreamReasonTag, string> = {
   Timeout: "timeout",
   HttpStatus: "http_status",
   RateLimited: "rate_limited",
+  Blocked: "blocked",
+  TooLarge: "too_large",
   Decode: "decode",
   Network: "network"
 }

@@ -67,15 +67,23 @@ const delayAfter = (settings: PolicySettings, tally: Tally, attempt: Attempt): D
 }
 
 /**
- * The update schedule. Its input is the outcome of the attempt that just ended; its output is the
- * decision, including the delay, so that the updater can tell clients when the next attempt is due.
+ * The rule without its waiting: each outcome in, the decision out at once. The updater steps it
+ * with `Schedule.driver` and sleeps `decision.delay` itself, so that a round outside the schedule
+ * (a force update, a refresh) can end the wait early: its outcome is the schedule's next input.
  */
-export const updatePolicy = (settings: PolicySettings): Schedule.Schedule<Decision, Attempt> =>
+export const updateDecisions = (settings: PolicySettings): Schedule.Schedule<Decision, Attempt> =>
   Schedule.identity<Attempt>().pipe(
     Schedule.intersect(Schedule.identity<Attempt>().pipe(Schedule.reduce(noAttempts, countAttempt))),
     Schedule.map(([attempt, before]): Decision => {
       const tally = countAttempt(before, attempt)
       return { ...tally, last: attempt, delay: delayAfter(settings, tally, attempt) }
-    }),
-    Schedule.addDelay((decision) => decision.delay)
+    })
   )
+
+/**
+ * The update schedule. Its input is the outcome of the round that just ended (whoever asked for
+ * it); its output is the decision, including the delay, so that the updater can tell clients when
+ * the next attempt is due.
+ */
+export const updatePolicy = (settings: PolicySettings): Schedule.Schedule<Decision, Attempt> =>
+  updateDecisions(settings).pipe(Schedule.addDelay((decision) => decision.delay))

@@ -3,7 +3,7 @@
  * stale-while-revalidate refreshes. Every fetch, whoever asks for it, goes through one coalesced
  * round trip, is written to the cache and handed to the Broadcaster.
  */
-import { Cause, Clock, Data, DateTime, Deferred, Duration, Effect, FiberSet, Option, Schedule, Stream } from "effect"
+import { Cause, Clock, Data, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Option, Queue, Ref, Schedule, Stream } from "effect"
 import { CacheManager, cacheKey } from "../cache/CacheManager.js"
 import { Cluster } from "../cluster/Cluster.js"
 import { AppConfig } from "../Config.js"
@@ -12,16 +12,35 @@ import * as Metrics from "../metrics/Metrics.js"
 import { MarketData, type UpstreamError } from "../market/MarketData.js"
 import { Broadcaster } from "../realtime/Broadcaster.js"
 import type { UpdateSource } from "../realtime/Protocol.js"
-import { Attempt, type Decision, updatePolicy } from "./Policy.js"
+import { Attempt, type Decision, updateDecisions } from "./Policy.js"
 
 /** The latest snapshot, kept long enough to survive restarts and outages (its age is shown). */
 export const SummaryKey = cacheKey("dashboard:summary", SummarySnapshot, "7 days")
 
-/** A force update asked for sooner than `MIN_FETCH_GAP` after the last upstream call. */
-export class RefreshTooSoon extends Data.TaggedError("RefreshTooSoon")<{ readonly retryAfter: Duration.Duration }> {
+/**
+ * A force update or refresh that may not call upstream now: within `MIN_FETCH_GAP` of the last
+ * call (`min_fetch_gap`), or while the provider's `Retry-After` holds (`upstream_rate_limit`).
+ */
+export class RefreshTooSoon extends Data.TaggedError("RefreshTooSoon")<{
+  readonly retryAfter: Duration.Duration
+  readonly reason: "min_fetch_gap" | "upstream_rate_limit"
+}> {
   override get message(): string {
-    return `upstream was called less than MIN_FETCH_GAP ago; retry after ${Duration.format(this.retryAfter)}`
+    const why = this.reason === "min_fetch_gap"
+      ? "upstream was called less than MIN_FETCH_GAP ago"
+      : "the market data provider asked not to be called yet (Retry-After)"
+    return `${why}; retry after ${Duration.format(this.retryAfter)}`
   }
+}
+
+/**
+ * The end of one upstream round that published a snapshot. `failure` is set when some calls
+ * failed: their fields kept their last good values (`stale_fields`), and the schedule counts the
+ * round as failed.
+ */
+export interface Round {
+  readonly snapshot: SummarySnapshot
+  readonly failure: Option.Option<UpstreamError>
 }
 
 export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
@@ -48,17 +67,27 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     }
 
     const background = yield* FiberSet.make()
-    let inFlight: Option.Option<Deferred.Deferred<SummarySnapshot, UpstreamError | RefreshTooSoon>> = Option.none()
+    let inFlight: Option.Option<Deferred.Deferred<Round, UpstreamError | RefreshTooSoon>> = Option.none()
     let lastFetchStartedAt = Number.NEGATIVE_INFINITY
+    // The outcome of every round, whoever started it, in order: the schedule's input.
+    const outcomes = yield* Queue.sliding<Attempt>(64)
 
     const fetchOnce = (source: UpdateSource) =>
       Effect.gen(function*() {
+        // The provider's Retry-After binds every round, the schedule's included: nothing is sent.
+        const blocked = yield* market.blockedFor
+        if (Option.isSome(blocked)) return yield* new RefreshTooSoon({ retryAfter: blocked.value, reason: "upstream_rate_limit" })
         // Cluster-wide gap: a scheduled call always takes it; a force update or refresh must win it.
         const wait = yield* cluster.claimFetch(config.minFetchGap, source === "scheduled_update")
-        if (Option.isSome(wait)) return yield* new RefreshTooSoon({ retryAfter: wait.value })
+        if (Option.isSome(wait)) return yield* new RefreshTooSoon({ retryAfter: wait.value, reason: "min_fetch_gap" })
         const previous = yield* broadcaster.latest
         const fetched = yield* market.fetch(Option.map(previous, (p) => p.summary)).pipe(
-          Effect.tapError(() => Metrics.updateOutcome("failure"))
+          Effect.tapError((error) =>
+            Effect.zipRight(
+              Metrics.updateOutcome("failure"),
+              Effect.flatMap(broadcaster.status, (status) => broadcaster.setStatus({ ...status, lastError: Option.some(error.message) }))
+            )
+          )
         )
         const snapshot = SummarySnapshot.make({
           summary: fetched.summary,
@@ -70,20 +99,35 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         yield* broadcaster.publishUpdate(snapshot, source)
         yield* cache.set(SummaryKey, snapshot)
         yield* Metrics.updateOutcome(Option.isSome(fetched.partialFailure) ? "partial" : "success")
-        // A partial result is published, but the attempt still counts as a failure for the schedule.
-        return yield* Option.match(fetched.partialFailure, {
-          onNone: () => Effect.succeed(snapshot),
-          onSome: Effect.fail
-        })
+        const failure = fetched.partialFailure
+        if (Option.isSome(failure)) {
+          yield* Effect.flatMap(broadcaster.status, (status) => broadcaster.setStatus({ ...status, lastError: Option.some(failure.value.message) }))
+        }
+        return { snapshot, failure: fetched.partialFailure } satisfies Round
       }).pipe(Effect.withSpan("Updater.fetch", { attributes: { source } }))
 
     /**
-     * Claims the upstream for one fetch and returns the effect that performs it. Claiming is
-     * synchronous, so callers that check and claim in one step never start two round trips.
+     * What a round's end means to the schedule: a published snapshot without failures is a success,
+     * anything else a failure, lengthened to what the provider still asks to wait. A round that was
+     * refused by the fetch gap never happened, so it is no outcome at all.
+     */
+    const outcomeOf = (exit: Exit.Exit<Round, UpstreamError | RefreshTooSoon>): Effect.Effect<Option.Option<Attempt>> =>
+      Effect.gen(function*() {
+        if (Exit.isSuccess(exit) && Option.isNone(exit.value.failure)) return Option.some(Attempt.Success())
+        const refusedByGap = Exit.isFailure(exit) &&
+          Option.exists(Cause.failureOption(exit.cause), (e) => e._tag === "RefreshTooSoon" && e.reason === "min_fetch_gap")
+        if (refusedByGap || Exit.isInterrupted(exit)) return Option.none()
+        return Option.some(Attempt.Failure({ retryAfter: yield* market.blockedFor }))
+      })
+
+    /**
+     * Claims the upstream for one round and returns the effect that performs it. Claiming is
+     * synchronous, so callers that check and claim in one step never start two round trips. The
+     * round's outcome goes to the schedule, whoever started it.
      */
     const claimFetch = (source: UpdateSource) =>
       Effect.gen(function*() {
-        const deferred = yield* Deferred.make<SummarySnapshot, UpstreamError | RefreshTooSoon>()
+        const deferred = yield* Deferred.make<Round, UpstreamError | RefreshTooSoon>()
         inFlight = Option.some(deferred)
         lastFetchStartedAt = yield* Clock.currentTimeMillis
         return Effect.uninterruptibleMask((restore) =>
@@ -91,13 +135,15 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
             const exit = yield* Effect.exit(restore(fetchOnce(source)))
             inFlight = Option.none()
             yield* Deferred.done(deferred, exit)
+            const outcome = yield* outcomeOf(exit)
+            if (Option.isSome(outcome)) yield* Queue.offer(outcomes, outcome.value)
             return yield* exit
           })
         )
       })
 
     /** One upstream round trip shared by every concurrent caller (schedule, force, refresh). */
-    const fetchCoalesced = (source: UpdateSource): Effect.Effect<SummarySnapshot, UpstreamError | RefreshTooSoon> =>
+    const fetchCoalesced = (source: UpdateSource): Effect.Effect<Round, UpstreamError | RefreshTooSoon> =>
       Effect.suspend(() =>
         Option.match(inFlight, {
           onSome: Deferred.await,
@@ -105,19 +151,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         })
       )
 
-    const attempt = fetchCoalesced("scheduled_update").pipe(
-      // A scheduled attempt that joined a refresh the cluster refused makes its own call.
-      Effect.catchTag("RefreshTooSoon", () => fetchCoalesced("scheduled_update")),
-      Effect.as(Attempt.Success()),
-      Effect.catchTag("RefreshTooSoon", () => Effect.succeed(Attempt.Success())),
-      Effect.catchTag("UpstreamError", (error) =>
-        broadcaster.status.pipe(
-          Effect.flatMap((status) => broadcaster.setStatus({ ...status, lastError: Option.some(error.message) })),
-          Effect.as(Attempt.Failure({ retryAfter: error.retryAfter }))
-        ))
-    )
-
-    /** After each attempt: record when the next is due; after a failure, tell clients and log one line. */
+    /** After each round: record when the next is due; after a failure, tell clients and log one line. */
     const announce = (decision: Decision) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
@@ -137,7 +171,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         )
       })
 
-    const policy = updatePolicy({
+    const decisions = updateDecisions({
       interval: config.updateInterval,
       threshold: config.maxConsecutiveFailures,
       cap: config.maxBackoff,
@@ -159,7 +193,40 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
           Duration.millis(Math.max(0, DateTime.toEpochMillis(l.fetched_at) + Duration.toMillis(config.updateInterval) - now))
       })
     })
-    const runSchedule = Effect.flatMap(takeoverDelay, Effect.sleep).pipe(Effect.zipRight(Effect.repeat(attempt, policy)))
+
+    /**
+     * A scheduled round after `delay`. Until the round starts, the wait is cut short by any other
+     * round's outcome; once it runs, it is waited for (its outcome is already on its way).
+     */
+    const armTimer = (delay: Duration.Duration) =>
+      Effect.gen(function*() {
+        const started = yield* Ref.make(false)
+        const fiber = yield* Effect.sleep(delay).pipe(
+          Effect.zipRight(Ref.set(started, true)),
+          Effect.zipRight(Effect.ignore(fetchCoalesced("scheduled_update"))),
+          Effect.fork
+        )
+        return Effect.flatMap(Ref.get(started), (running) => (running ? Effect.asVoid(Fiber.await(fiber)) : Fiber.interrupt(fiber)))
+      })
+
+    /**
+     * The schedule (DESIGN.md, "The schedule"): every round's outcome, scheduled or not, is the
+     * next input of the same `Schedule`, and the next scheduled round follows the delay it decides.
+     * So a force update that succeeds resets the failures and puts the next attempt one
+     * `UPDATE_INTERVAL` after it.
+     */
+    const runSchedule = Effect.gen(function*() {
+      const driver = yield* Schedule.driver(decisions)
+      // Outcomes from before this term of leadership are not this schedule's.
+      yield* Queue.takeAll(outcomes)
+      let disarm = yield* armTimer(yield* takeoverDelay)
+      for (;;) {
+        const outcome = yield* Queue.take(outcomes)
+        yield* disarm
+        const decision = yield* Effect.orDie(driver.next(outcome))
+        disarm = yield* armTimer(decision.delay)
+      }
+    })
 
     yield* cluster.leadership.changes.pipe(
       Stream.changes,
@@ -176,22 +243,28 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     })
 
     return {
-      /** A fetch on demand (`POST /api/dashboard/refresh`), refused within `MIN_FETCH_GAP`. */
+      /**
+       * A fetch on demand (`POST /api/dashboard/refresh`), refused within `MIN_FETCH_GAP` and while
+       * the provider's `Retry-After` holds. A round in flight is joined.
+       */
       forceUpdate: Effect.fn("Updater.forceUpdate")(function*() {
         if (Option.isSome(inFlight)) return yield* Deferred.await(inFlight.value)
+        const blocked = yield* market.blockedFor
+        if (Option.isSome(blocked)) return yield* new RefreshTooSoon({ retryAfter: blocked.value, reason: "upstream_rate_limit" })
         const wait = yield* gapRemaining
-        if (Option.isSome(wait)) return yield* new RefreshTooSoon({ retryAfter: wait.value })
+        if (Option.isSome(wait)) return yield* new RefreshTooSoon({ retryAfter: wait.value, reason: "min_fetch_gap" })
         return yield* fetchCoalesced("force_update")
       }),
       /**
        * Stale-while-revalidate: called when a client connects. When the summary is older than
-       * `FRESHNESS`, starts one background refresh, unless one runs or the gap forbids it.
+       * `FRESHNESS`, starts one background refresh, unless one runs or the gap or the provider forbids it.
        */
       refreshIfStale: Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const latest = yield* broadcaster.latest
         const fresh = Option.exists(latest, (l) => now - DateTime.toEpochMillis(l.fetched_at) < freshnessMillis)
         if (fresh || Option.isNone(latest) || Option.isSome(inFlight) || Option.isSome(yield* gapRemaining)) return false
+        if (Option.isSome(yield* market.blockedFor)) return false
         const refresh = yield* claimFetch("refresh")
         yield* refresh.pipe(
           // Another instance refreshed within the gap: its update reaches us through the channel.

@@ -337,7 +337,7 @@ describe("Upstream", () => {
             const previous = (yield* market.fetch(Option.none())).summary
             const errors: Array<UpstreamError> = []
             for (const endpoint of ENDPOINTS) {
-              fake.fail(endpoint, Fault.RateLimited({ retryAfter: "5" }), { times: 1 })
+              fake.fail(endpoint, Fault.RateLimited({}), { times: 1 })
               const partial = yield* market.fetch(Option.some(previous))
               errors.push(...Option.toArray(partial.partialFailure))
             }
@@ -364,6 +364,66 @@ describe("Upstream", () => {
           Logger.withMinimumLogLevel(LogLevel.All)
         )
     })
+  })
+
+  describe("a provider's Retry-After", () => {
+    it.effect("holds every call to that provider until it expires, and no other provider's", () =>
+      withMarket((fake, market) =>
+        Effect.gen(function*() {
+          const previous = previousSummary()
+          fake.fail("global", Fault.RateLimited({ retryAfter: "30" }), { times: 1 })
+          const limited = yield* market.fetch(Option.some(previous))
+          expect(Option.map(limited.partialFailure, (e) => e.reason._tag)).toEqual(Option.some("RateLimited"))
+          expect(yield* market.blockedFor).toEqual(Option.some(Duration.seconds(30)))
+
+          yield* TestClock.adjust("29 seconds")
+          const sent = fake.requests().length
+          // Inside the wait: CoinGecko is not called at all; alternative.me still is.
+          const held = yield* market.fetch(Option.some(previous))
+          expect(held.staleFields).toEqual(["btc_price", "btc_change_24h", "market_cap", "volume_24h", "rsi_14"])
+          expect(fake.requests().slice(sent).map((r) => r.endpoint)).toEqual(["fear_greed"])
+          // With nothing to fall back on, the held calls are the fetch's failure.
+          const error = failureOf(yield* Effect.exit(market.fetch(Option.none())))
+          expect(error.reason).toMatchObject({ _tag: "Blocked" })
+          expect(error.message).toMatch(/not sent: the provider asked to wait 1s more/)
+
+          yield* TestClock.adjust("1 seconds")
+          expect(yield* market.blockedFor).toEqual(Option.none())
+          const after = yield* market.fetch(Option.some(previous))
+          expect(after.staleFields).toEqual([])
+        })
+      ))
+
+    it.effect("a call held by another provider's wait makes its fields stale, but is no failure", () =>
+      withMarket((fake, market) =>
+        Effect.gen(function*() {
+          const previous = previousSummary()
+          fake.fail("fear_greed", Fault.RateLimited({ retryAfter: "60" }), { times: 1 })
+          yield* market.fetch(Option.some(previous))
+          expect(yield* market.blockedFor).toEqual(Option.none())
+          const held = yield* market.fetch(Option.some(previous))
+          expect(held.staleFields).toEqual(["fear_greed_index"])
+          expect(held.partialFailure).toEqual(Option.none())
+          expect(held.summary.fear_greed_index).toBe(previous.fear_greed_index)
+        })
+      ))
+  })
+
+  describe("body size", () => {
+    it.effect("fails with TooLarge past UPSTREAM_MAX_BYTES, streamed or declared, and reads a body just under it", () =>
+      withMarket((fake, market) =>
+        Effect.gen(function*() {
+          const previous = previousSummary()
+          for (const declareLength of [false, true]) {
+            fake.fail("global", Fault.Huge({ bytes: 200 * 1024, declareLength }), { times: 1 })
+            const result = yield* market.fetch(Option.some(previous))
+            const failure = Option.getOrThrow(result.partialFailure)
+            expect(failure.reason).toEqual({ _tag: "TooLarge", limit: 100_000 })
+            expect(failure.message).toBe("global: body larger than 100000 bytes")
+          }
+          // A normal body well under the cap decodes as usual.
+          expect((yield* market.fetch(Option.some(previous))).staleFields).toEqual([])
+        }), { UPSTREAM_MAX_BYTES: "100000" }))
   })
 
   describe("partial failure", () => {

@@ -74,6 +74,11 @@ export type Fault = Data.TaggedEnum<{
   Drop: {}
   /** HTTP 200 headers and half a body, then the connection is closed. */
   DropMidBody: {}
+  /**
+   * HTTP 200 with a JSON body of `bytes` bytes (a valid start, then padding), produced only as the
+   * client reads it; `declareLength` sends its `Content-Length`. `sentBytes()` tells how much left.
+   */
+  Huge: { readonly bytes: number; readonly declareLength?: boolean }
   /** Anything else. */
   Raw: { readonly status: number; readonly body: string; readonly headers?: Record<string, string> }
 }>
@@ -111,6 +116,8 @@ export interface FakeUpstream {
   readonly release: () => void
   /** Default values, no faults, no hold, no recorded requests. */
   readonly reset: () => void
+  /** Body bytes the `Huge` fault has handed to the network so far. */
+  readonly sentBytes: () => number
   readonly stop: () => Promise<void>
 }
 
@@ -229,6 +236,7 @@ export const startFakeUpstream = (
   let recorded: Array<RecordedRequest> = []
   let faults = new Map<Endpoint, Array<{ fault: Fault; remaining: number }>>()
   let gate: { readonly opened: Promise<void>; readonly open: () => void } | undefined
+  let hugeBytesSent = 0
   const waiters = new Set<() => void>()
   const pending = new Set<() => void>()
 
@@ -286,6 +294,24 @@ export const startFakeUpstream = (
           }),
           { status: 200, headers: { "content-type": "application/json" } }
         ),
+      Huge: ({ bytes, declareLength }) => {
+        const head = new TextEncoder().encode(`{"bitcoin":{"usd":${values.btcPrice},"pad":"`)
+        const chunk = new Uint8Array(64 * 1024).fill(0x61)
+        let left = bytes
+        const stream = new ReadableStream<Uint8Array>({
+          // Pulled: nothing is made (or buffered here) beyond what the client takes.
+          pull: (controller) => {
+            const piece = left === bytes ? head : chunk.subarray(0, Math.min(chunk.byteLength, left))
+            left -= piece.byteLength
+            hugeBytesSent += piece.byteLength
+            controller.enqueue(piece)
+            if (left <= 0) controller.close()
+          }
+        }, { highWaterMark: 0 })
+        const headers: Record<string, string> = { "content-type": "application/json" }
+        if (declareLength === true) headers["content-length"] = String(bytes)
+        return new Response(stream, { status: 200, headers })
+      },
       Raw: ({ status, body: raw, headers }) => new Response(raw, { status, headers: headers ?? {} })
     })
 
@@ -372,6 +398,7 @@ export const startFakeUpstream = (
       faults = new Map()
       release()
     },
+    sentBytes: () => hugeBytesSent,
     stop: async () => {
       release()
       for (const done of [...pending]) done()

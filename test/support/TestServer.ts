@@ -56,7 +56,7 @@ export const makeScriptedMarket: Effect.Effect<ScriptedMarket> = Effect.gen(func
   const fetch = (_previous: Option.Option<DashboardSummary>) =>
     Ref.update(calls, (n) => n + 1).pipe(Effect.zipRight(Queue.take(outcomes)), Effect.flatten)
   return {
-    service: MarketData.of({ fetch }),
+    service: MarketData.of({ fetch, blockedFor: Effect.succeed(Option.none()) }),
     succeed: (summary = makeSummary()) =>
       Queue.offer(outcomes, Effect.succeed({ summary, staleFields: [], partialFailure: Option.none() })),
     fail: (error = makeUpstreamError()) => Queue.offer(outcomes, Effect.fail(error)),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, ConfigProvider, DateTime, Duration, Effect, Fiber, Layer, Option, Ref, TestClock } from "effect"
+import { Clock, ConfigProvider, DateTime, Duration, Effect, FastCheck as fc, Fiber, Layer, Option, Ref, Schedule, TestClock } from "effect"
 import { CacheManager } from "../../src/cache/CacheManager.js"
 import { AppConfig } from "../../src/Config.js"
 import { DashboardSummary } from "../../src/market/DashboardSummary.js"
@@ -7,6 +7,7 @@ import { MarketData, UpstreamError, UpstreamReason } from "../../src/market/Mark
 import { Broadcaster } from "../../src/realtime/Broadcaster.js"
 import { decodeServerMessage, type ServerMessage } from "../../src/realtime/Protocol.js"
 import { History } from "../../src/updater/History.js"
+import { Attempt, updateDecisions } from "../../src/updater/Policy.js"
 import { Updater } from "../../src/updater/Updater.js"
 import { StandaloneCluster } from "../../src/cluster/Cluster.js"
 
@@ -28,27 +29,51 @@ const throttled = (retryAfter: Duration.DurationInput) =>
     reason: UpstreamReason.RateLimited({ status: 429, retryAfter: Option.some(Duration.decode(retryAfter)) })
   })
 
+/** A round where some calls failed: the price is new, and `error` is what the others did. */
+interface Partial {
+  readonly partial: number
+  readonly error: UpstreamError
+}
+type Step = UpstreamError | number | Partial
+
 /**
  * The Updater over a scripted upstream: each fetch takes the next scripted result (the last one
  * repeats) and records when it happened; every frame the Broadcaster publishes is decoded and kept.
+ * Like the real client, a 429 with `Retry-After` closes the provider for that long (`blockedFor`).
  */
 const setup = (
-  script: ReadonlyArray<UpstreamError | number>,
+  script: ReadonlyArray<Step>,
   config: Record<string, string> = {},
   latency: Duration.DurationInput = 0
 ) =>
   Effect.gen(function*() {
     const calls = yield* Ref.make<ReadonlyArray<number>>([])
+    let blockedUntil = 0
+    const blockedFor = Effect.map(Clock.currentTimeMillis, (now) =>
+      blockedUntil > now ? Option.some(Duration.millis(blockedUntil - now)) : Option.none<Duration.Duration>())
+    const closeFor = (error: UpstreamError) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        Option.map(error.retryAfter, (d) => {
+          blockedUntil = Math.max(blockedUntil, now + Duration.toMillis(d))
+        })
+      })
     const market = MarketData.of({
+      blockedFor,
       fetch: () =>
         Effect.gen(function*() {
           const now = yield* Clock.currentTimeMillis
+          if (blockedUntil > now) return yield* Effect.dieMessage("a call was sent while the provider asked to wait")
           const n = (yield* Ref.getAndUpdate(calls, (c) => [...c, now])).length
           const step = script[Math.min(n, script.length - 1)]!
           // A round trip may take (test) time, so that concurrent callers really overlap.
           yield* Effect.sleep(latency)
-          if (typeof step !== "number") return yield* Effect.fail(step)
-          return { summary: summary(step), staleFields: [], partialFailure: Option.none() }
+          if (typeof step === "number") return { summary: summary(step), staleFields: [], partialFailure: Option.none() }
+          if (step instanceof UpstreamError) {
+            yield* closeFor(step)
+            return yield* Effect.fail(step)
+          }
+          yield* closeFor(step.error)
+          return { summary: summary(step.partial), staleFields: ["fear_greed_index" as const], partialFailure: Option.some(step.error) }
         })
     })
     const frames: Array<ServerMessage> = []
@@ -81,7 +106,9 @@ const setup = (
       frames,
       calls: Ref.get(calls).pipe(Effect.map((c) => c.map((t) => t / 1000))),
       updater: Effect.runSync(Effect.provide(Updater, context)),
-      broadcaster
+      broadcaster,
+      /** When the schedule says the next attempt is due, in seconds. */
+      nextAttemptAt: Effect.map(broadcaster.status, (s) => Option.map(s.nextAttemptAt, (at) => at / 1000))
     }
   })
 
@@ -158,7 +185,7 @@ describe("Updater", () => {
       }).pipe(Effect.fork)
       yield* TestClock.adjust("1 seconds")
       const results = yield* Fiber.join(forced)
-      expect(new Set(results.map((r) => r.seq))).toEqual(new Set([2]))
+      expect(new Set(results.map((r) => r.snapshot.seq))).toEqual(new Set([2]))
       expect((yield* calls).length).toBe(2)
       expect(summarize(frames).at(-1)).toBe("update seq=2 force_update price=101")
     }))
@@ -180,4 +207,138 @@ describe("Updater", () => {
       expect((yield* calls).length).toBe(2)
       expect(summarize(frames).at(-1)).toBe("update seq=2 refresh price=101")
     }))
+
+  it.scoped("a force update that succeeds resets the failures and puts the next attempt one interval after it", () =>
+    Effect.gen(function*() {
+      const { calls, frames, nextAttemptAt, updater } = yield* setup([100, outage, outage, outage, outage, 105, outage, 107])
+      for (let i = 0; i < 4; i++) yield* TestClock.adjust("10 minutes")
+      // Four failures in a row: past the threshold of 3, the next attempt backs off 20 minutes (t = 60).
+      expect(yield* nextAttemptAt).toEqual(Option.some(60 * 60))
+      yield* TestClock.adjust("5 minutes")
+      const forced = yield* updater.forceUpdate()
+      yield* TestClock.adjust(0)
+      expect(forced.snapshot.summary.btc_price).toBe(105)
+      // The schedule follows the success: the next attempt is 10 minutes after it, not at t = 60.
+      expect(yield* nextAttemptAt).toEqual(Option.some(55 * 60))
+      yield* TestClock.adjust("10 minutes")
+      // That attempt fails, but the count started again at the success: the interval, not backoff.
+      expect(yield* nextAttemptAt).toEqual(Option.some(65 * 60))
+      yield* TestClock.adjust("10 minutes")
+      expect((yield* calls).map((s) => s / 60)).toEqual([0, 10, 20, 30, 40, 45, 55, 65])
+      expect(summarize(frames).slice(-3)).toEqual([
+        "update seq=2 force_update price=105",
+        "error retry_after=600",
+        "update seq=3 scheduled_update price=107"
+      ])
+    }))
+
+  it.scoped("refuses force updates and refreshes while the provider's Retry-After holds, and sends nothing", () =>
+    Effect.gen(function*() {
+      const { calls, nextAttemptAt, updater } = yield* setup([100, throttled("60 minutes"), 101], {
+        MIN_FETCH_GAP: "30 seconds",
+        FRESHNESS: "5 minutes"
+      })
+      yield* TestClock.adjust("10 minutes")
+      expect(yield* nextAttemptAt).toEqual(Option.some(70 * 60))
+      yield* TestClock.adjust("1 minutes")
+      const refused = yield* Effect.flip(updater.forceUpdate())
+      expect(refused).toMatchObject({ _tag: "RefreshTooSoon", reason: "upstream_rate_limit" })
+      if (refused._tag === "RefreshTooSoon") expect(Duration.toSeconds(refused.retryAfter)).toBe(59 * 60)
+      expect(yield* updater.refreshIfStale).toBe(false)
+      yield* TestClock.adjust("58 minutes")
+      expect((yield* Effect.flip(updater.forceUpdate()))._tag).toBe("RefreshTooSoon")
+      expect((yield* calls).map((s) => s / 60)).toEqual([0, 10])
+      // When it expires, the schedule's own attempt is the first call.
+      yield* TestClock.adjust("1 minutes")
+      expect((yield* calls).map((s) => s / 60)).toEqual([0, 10, 70])
+      expect(yield* nextAttemptAt).toEqual(Option.some(80 * 60))
+    }))
+
+  it.scoped("publishes a partial force update and counts the round as failed", () =>
+    Effect.gen(function*() {
+      const partial = { partial: 101, error: new UpstreamError({ endpoint: "fear_greed", reason: UpstreamReason.HttpStatus({ status: 500 }) }) }
+      const { frames, nextAttemptAt, updater } = yield* setup([100, partial, 102], { MIN_FETCH_GAP: "30 seconds" })
+      yield* TestClock.adjust("1 minutes")
+      const round = yield* updater.forceUpdate()
+      yield* TestClock.adjust(0)
+      expect(round.snapshot.summary.btc_price).toBe(101)
+      expect(round.snapshot.stale_fields).toEqual(["fear_greed_index"])
+      expect(Option.map(round.failure, (e) => e.endpoint)).toEqual(Option.some("fear_greed"))
+      expect(summarize(frames).slice(-2)).toEqual(["update seq=2 force_update price=101", "error retry_after=600"])
+      expect(yield* nextAttemptAt).toEqual(Option.some(11 * 60))
+    }))
+
+  /**
+   * Any interleaving of scheduled rounds and force updates, against a model that feeds every
+   * round's outcome to the same `Schedule` (`updateDecisions`): the calls happen exactly when the
+   * model says, so after every round, forced or not, the next scheduled call is the rule's delay
+   * after it, and no call is ever sent while the provider asks to wait (the double dies if one is).
+   */
+  it.scoped.prop(
+    "follows the last round, whoever started it, and never calls inside a Retry-After",
+    [
+      fc.array(
+        fc.oneof(
+          fc.constant<Step>(100),
+          fc.constant<Step>(outage),
+          fc.integer({ min: 1, max: 90 }).map((m): Step => throttled(`${m} minutes`))
+        ),
+        { minLength: 2, maxLength: 12 }
+      ),
+      fc.uniqueArray(fc.integer({ min: 1, max: 180 }), { minLength: 1, maxLength: 8 })
+    ],
+    ([script, forceAt]) =>
+      Effect.gen(function*() {
+        const forces = [...forceAt].sort((a, b) => a - b).map((m) => m * 60_000)
+        const end = 240 * 60_000
+        const { calls, updater } = yield* setup(script, { MIN_FETCH_GAP: "30 seconds", INITIAL_FETCH_RETRIES: "1" })
+        let now = 0
+        for (const at of forces) {
+          yield* TestClock.adjust(at - now)
+          now = at
+          yield* Effect.either(updater.forceUpdate())
+          yield* TestClock.adjust(0)
+        }
+        yield* TestClock.adjust(end - now)
+        expect(yield* calls).toEqual(modelCalls(script, forces, end).map((ms) => ms / 1000))
+      }),
+    { fastCheck: { numRuns: 80 } }
+  )
 })
+
+/** When the model calls upstream: every round's outcome steps one `updateDecisions` driver. */
+const modelCalls = (script: ReadonlyArray<Step>, forces: ReadonlyArray<number>, end: number): ReadonlyArray<number> => {
+  const settings = { interval: Duration.minutes(10), threshold: 3, cap: Duration.minutes(30), initialAttempts: 1, initialDelay: Duration.seconds(5) }
+  const driver = Effect.runSync(Schedule.driver(updateDecisions(settings)))
+  const made: Array<number> = []
+  let blockedUntil = 0
+  let lastCall = Number.NEGATIVE_INFINITY
+  let nextScheduled = 0
+  const pending = [...forces]
+  const call = (t: number): Attempt => {
+    const step = script[Math.min(made.length, script.length - 1)]!
+    made.push(t)
+    lastCall = t
+    if (typeof step === "number") return Attempt.Success()
+    const error = step instanceof UpstreamError ? step : step.error
+    Option.map(error.retryAfter, (d) => {
+      blockedUntil = Math.max(blockedUntil, t + Duration.toMillis(d))
+    })
+    return Attempt.Failure({ retryAfter: blockedUntil > t ? Option.some(Duration.millis(blockedUntil - t)) : Option.none() })
+  }
+  const step = (t: number, outcome: Attempt) => {
+    nextScheduled = t + Duration.toMillis(Effect.runSync(driver.next(outcome)).delay)
+  }
+  while (nextScheduled <= end || pending.length > 0) {
+    const force = pending[0]
+    if (force === undefined || nextScheduled <= force) {
+      if (nextScheduled > end) break
+      const t = nextScheduled
+      step(t, blockedUntil > t ? Attempt.Failure({ retryAfter: Option.some(Duration.millis(blockedUntil - t)) }) : call(t))
+    } else {
+      pending.shift()
+      if (blockedUntil <= force && force - lastCall >= 30_000) step(force, call(force))
+    }
+  }
+  return made
+}
