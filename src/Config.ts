@@ -15,6 +15,8 @@ export interface Setting {
 export const settings: ReadonlyArray<Setting> = [
   { name: "HOST", default: "0.0.0.0", description: "Interface to listen on" },
   { name: "PORT", default: "8080", description: "TCP port to listen on (0 picks a free one)" },
+  { name: "ASSETS", default: "bitcoin", description: "Comma-separated CoinGecko coin ids to watch, at most 250" },
+  { name: "CURRENCIES", default: "usd", description: "Comma-separated CoinGecko vs-currencies, at most 10; the first is the default" },
   { name: "UPDATE_INTERVAL", default: "10 minutes (5 seconds with DEMO)", description: "Time between scheduled upstream fetches" },
   { name: "MAX_CONSECUTIVE_FAILURES", default: "3", description: "Failures tolerated at the normal interval before backing off" },
   { name: "MAX_BACKOFF", default: "30 minutes", description: "Longest delay between attempts while backing off" },
@@ -105,6 +107,35 @@ const optionalSecret = (name: string) =>
     Config.map(Option.filter((secret) => Redacted.value(secret).length > 0))
   )
 
+/**
+ * A comma-separated list of lower-case ids (never empty): no empty item, no upper case, no space inside an
+ * item, no duplicate, at most `max`. Each problem is reported as `NAME: ...` and stops start-up.
+ */
+const idList = (name: string, fallback: string, max: number, what: { readonly one: string; readonly many: string }, pattern: RegExp) =>
+  Config.nested(
+    Config.string().pipe(
+      Config.withDefault(fallback),
+      Config.mapOrFail((raw) => {
+        const items = raw.split(",").map((item) => item.trim())
+        const invalid = (message: string) => Either.left(ConfigError.InvalidData([], message))
+        const empty = items.findIndex((item) => item === "")
+        if (empty >= 0) return invalid(`item ${empty + 1} is empty (in ${JSON.stringify(raw)})`)
+        const upper = items.find((item) => item !== item.toLowerCase())
+        if (upper !== undefined) return invalid(`${JSON.stringify(upper)} has upper case; ${what.many} are lower case`)
+        const spaced = items.find((item) => /\s/.test(item))
+        if (spaced !== undefined) return invalid(`${JSON.stringify(spaced)} has a space inside`)
+        const bad = items.find((item) => !pattern.test(item))
+        if (bad !== undefined) return invalid(`${JSON.stringify(bad)} is not a valid ${what.one}`)
+        const duplicate = items.find((item, i) => items.indexOf(item) !== i)
+        if (duplicate !== undefined) return invalid(`${JSON.stringify(duplicate)} is listed twice`)
+        if (items.length > max) return invalid(`${items.length} ${what.many} listed; at most ${max}`)
+        const [head, ...rest] = items
+        return Either.right([head ?? fallback, ...rest] as const)
+      })
+    ),
+    name
+  )
+
 export const LogFormat = Config.literal("pretty", "json")("LOG_FORMAT").pipe(Config.withDefault("pretty" as const))
 
 const appConfig = Config.all({
@@ -113,6 +144,9 @@ const appConfig = Config.all({
     Config.withDefault(8080)
   ),
   demo: Config.boolean("DEMO").pipe(Config.withDefault(false)),
+  // CoinGecko coin ids are lower-case letters, digits and dashes (some have dots or underscores).
+  assets: idList("ASSETS", "bitcoin", 250, { one: "coin id", many: "coin ids" }, /^[a-z0-9][a-z0-9._-]*$/),
+  currencies: idList("CURRENCIES", "usd", 10, { one: "currency", many: "currencies" }, /^[a-z]{2,10}$/),
   // No default here: without a value the default depends on DEMO (below).
   updateInterval: Config.option(anyPositiveDuration("UPDATE_INTERVAL")),
   maxConsecutiveFailures: intAtLeast("MAX_CONSECUTIVE_FAILURES", 0).pipe(Config.withDefault(3)),

@@ -14,9 +14,10 @@ import { LoggingLive } from "./Logging.js"
 import { DemoMarketDataLive } from "./market/Demo.js"
 import { UpstreamMarketDataFetchLive } from "./market/Upstream.js"
 import { MetricsExporter } from "./metrics/MetricsExporter.js"
+import { History, HistoryRecorder } from "./history/History.js"
 import { Broadcaster } from "./realtime/Broadcaster.js"
 import { Server } from "./realtime/Server.js"
-import { History } from "./updater/History.js"
+import { MarketState } from "./state/MarketState.js"
 import { Updater } from "./updater/Updater.js"
 
 const DEMO_SEED = 20_250_820
@@ -33,14 +34,16 @@ const ClusterLive = Layer.unwrapEffect(
     }))
 )
 
+// Readers of the market state (Broadcaster, history) are built before the Updater writes to it.
 const ServerLive = Server.Default.pipe(
   Layer.provide(HttpApi.Default),
   Layer.provide(MetricsExporter.Default),
   Layer.provideMerge(Updater.DefaultWithoutDependencies),
   Layer.provide(MarketDataLive),
-  Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
-  Layer.provide(History.Default),
-  Layer.provide(CacheManager.Default),
+  Layer.provideMerge(Layer.merge(Broadcaster.DefaultWithoutDependencies, HistoryRecorder)),
+  Layer.provideMerge(History.Default),
+  Layer.provideMerge(MarketState.DefaultWithoutDependencies),
+  Layer.provideMerge(CacheManager.Default),
   Layer.provide(ClusterLive),
   Layer.provide(LoggingLive)
 )

@@ -92,6 +92,33 @@ describe("configuration from the environment and flags", () => {
       expect(Duration.toMillis((yield* configFrom(["--update-interval", "90 seconds"], { DEMO: "true" })).updateInterval)).toBe(90_000)
     }))
 
+  it.effect("watches bitcoin in usd by default", () =>
+    Effect.gen(function*() {
+      const config = yield* configFrom([], {})
+      expect(config.assets).toEqual(["bitcoin"])
+      expect(config.currencies).toEqual(["usd"])
+    }))
+
+  it.effect("reads ASSETS and CURRENCIES in order, spaces around items trimmed, by environment or flag", () =>
+    Effect.gen(function*() {
+      const spaced = yield* configFrom([], { ASSETS: " bitcoin , ethereum,solana ", CURRENCIES: "eur , usd,  gbp" })
+      expect(spaced.assets).toEqual(["bitcoin", "ethereum", "solana"])
+      expect(spaced.currencies).toEqual(["eur", "usd", "gbp"])
+      // Ids as CoinGecko writes them: digits, dashes, dots and underscores inside.
+      const odd = yield* configFrom(["--assets", "usd-coin,0x,wrapped-steth,bridged.usdc,a_b"], { ASSETS: "bitcoin" })
+      expect(odd.assets).toEqual(["usd-coin", "0x", "wrapped-steth", "bridged.usdc", "a_b"])
+      expect((yield* configFrom(["--currencies", "jpy"], { CURRENCIES: "usd" })).currencies).toEqual(["jpy"])
+    }))
+
+  it.effect("accepts 250 assets and 10 currencies, the most allowed", () =>
+    Effect.gen(function*() {
+      const assets = Array.from({ length: 250 }, (_, i) => `coin-${i}`)
+      const currencies = ["usd", "eur", "gbp", "jpy", "chf", "cad", "aud", "cny", "inr", "brl"]
+      const config = yield* configFrom([], { ASSETS: assets.join(","), CURRENCIES: currencies.join(",") })
+      expect(config.assets).toEqual(assets)
+      expect(config.currencies).toEqual(currencies)
+    }))
+
   it.effect("reads LOG_LEVEL in any case, warning as warn", () =>
     Effect.gen(function*() {
       const cases = [["warning", "WARN"], ["WARNING", "WARN"], ["warn", "WARN"], ["Debug", "DEBUG"], ["off", "OFF"], [" info ", "INFO"]]
@@ -230,6 +257,40 @@ describe("dashcast process", () => {
         }))
     }
 
+    // The watchlist: each problem named with its variable, and what is wrong with the list.
+    const assets251 = Array.from({ length: 251 }, (_, i) => `coin-${i}`).join(",")
+    const currencies11 = "usd,eur,gbp,jpy,chf,cad,aud,cny,inr,brl,sek"
+    const watchlist: ReadonlyArray<readonly [string, ReadonlyArray<string>, Record<string, string>, string, RegExp]> = [
+      ["ASSETS with an empty item", [], { ASSETS: "bitcoin,,ethereum" }, "ASSETS", /item 2 is empty/],
+      ["ASSETS with a trailing comma", [], { ASSETS: "bitcoin," }, "ASSETS", /item 2 is empty/],
+      ["ASSETS empty", [], { ASSETS: "" }, "ASSETS", /item 1 is empty/],
+      ["ASSETS in upper case", [], { ASSETS: "bitcoin,Ethereum" }, "ASSETS", /"Ethereum" has upper case/],
+      ["ASSETS with a space inside an id", [], { ASSETS: "bitcoin, bit coin" }, "ASSETS", /"bit coin" has a space inside/],
+      ["ASSETS with a duplicate", [], { ASSETS: "bitcoin,ethereum, bitcoin" }, "ASSETS", /"bitcoin" is listed twice/],
+      ["ASSETS with a character no id has", [], { ASSETS: "bitcoin;ethereum" }, "ASSETS", /"bitcoin;ethereum" is not a valid coin id/],
+      ["251 ASSETS", [], { ASSETS: assets251 }, "ASSETS", /251 .* at most 250/],
+      ["--assets with upper case", ["--assets", "BTC"], {}, "ASSETS", /"BTC" has upper case/],
+      ["CURRENCIES with an empty item", [], { CURRENCIES: ",usd" }, "CURRENCIES", /item 1 is empty/],
+      ["CURRENCIES in upper case", [], { CURRENCIES: "usd,EUR" }, "CURRENCIES", /"EUR" has upper case/],
+      ["CURRENCIES with a space inside", [], { CURRENCIES: "us d" }, "CURRENCIES", /"us d" has a space inside/],
+      ["CURRENCIES with a duplicate", [], { CURRENCIES: "usd,eur,usd" }, "CURRENCIES", /"usd" is listed twice/],
+      ["CURRENCIES that is no currency code", [], { CURRENCIES: "usd,u$d" }, "CURRENCIES", /"u\$d" is not a valid currency/],
+      ["11 CURRENCIES", [], { CURRENCIES: currencies11 }, "CURRENCIES", /11 .* at most 10/],
+      ["--currencies with a duplicate", ["--currencies", "eur,eur"], {}, "CURRENCIES", /"eur" is listed twice/]
+    ]
+    for (const [name, args, env, variable, why] of watchlist) {
+      it.live(name, () =>
+        Effect.gen(function*() {
+          // DEMO on a free port: if the list were accepted, the process would not call upstream.
+          const { code, stderr, stdout } = yield* runToExit(args, { DEMO: "true", HOST: "127.0.0.1", PORT: "0", ...env })
+          expect(code).toBe(2)
+          expect(stderr.trimEnd().split("\n")).toHaveLength(1)
+          expect(stderr).toContain(`${variable}: `)
+          expect(stderr).toMatch(why)
+          expect(stdout).toBe("")
+        }))
+    }
+
     // Flags and environment are one source: a value the primitive rejects is reported as what it
     // is, and an invalid flag never falls back to the environment's value.
     const badPrimitives: ReadonlyArray<readonly [string, ReadonlyArray<string>, Record<string, string>, string]> = [
@@ -288,6 +349,26 @@ describe("dashcast process", () => {
       expect(stderr).toBe("")
       const levels = stdout.split("\n").filter((l) => l.trim() !== "").map((l) => (JSON.parse(l) as { logLevel: string }).logLevel)
       expect(levels.filter((level) => level === "INFO" || level === "DEBUG")).toEqual([])
+    }).pipe(Effect.scoped))
+
+  it.live("serves the watchlist ASSETS and CURRENCIES name, spaces around items and all", () =>
+    Effect.gen(function*() {
+      const port = freePort()
+      const running = yield* spawnDashcast(["--demo", "--host", "127.0.0.1", "--port", String(port)], {
+        ASSETS: " ethereum , bitcoin ",
+        CURRENCIES: "eur , usd"
+      })
+      yield* awaitHealthy(port, running)
+      const get = (path: string) =>
+        Effect.promise(() => fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(5000) }).then((r) => r.json()))
+      const assets = (yield* get("/api/assets")) as { currencies: ReadonlyArray<string>; assets: ReadonlyArray<{ id: string }> }
+      expect(assets.currencies).toEqual(["eur", "usd"])
+      expect(assets.assets.map((a) => a.id)).toEqual(["ethereum", "bitcoin"])
+      const client = yield* WsClient.connect(`ws://127.0.0.1:${port}/ws`)
+      const first = yield* client.next((m) => m.type === "welcome" || m.type === "dashboard_update", { timeout: "8 seconds" })
+      expect(first.message).toMatchObject({ currency: "eur" })
+      running.process.kill("SIGTERM")
+      expect((yield* running.finish("5 seconds")).code).toBe(0)
     }).pipe(Effect.scoped))
 
   it.live("on SIGTERM closes every socket with 1001 and exits 0", () =>

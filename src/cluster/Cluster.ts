@@ -1,5 +1,5 @@
 /**
- * Coordination between instances (DESIGN.md, "Clustering"): who runs the schedule, the cluster-wide
+ * Coordination between instances (docs/ARCHITECTURE.md, "Clustering"): who runs the schedule, the cluster-wide
  * summary sequence, the channel every broadcast travels on, and the gap between upstream calls.
  * One port, two implementations: `Standalone` (no Redis) here and `RedisCluster` beside it.
  */

@@ -1,20 +1,20 @@
 /**
- * The HTTP API next to the WebSocket: health, readiness, the current summary and the force update.
- * An Effect `HttpRouter`, mounted on `Bun.serve` by the Server through `HttpApp.toWebHandlerRuntime`.
+ * The HTTP API next to the WebSocket: health, readiness, the watchlist in a currency, the assets,
+ * the chart history and the force update. An Effect `HttpRouter`, mounted on `Bun.serve` by the
+ * Server through `HttpApp.toWebHandlerRuntime`.
  */
 import { HttpMiddleware, HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { DateTime, Duration, Effect, Option, Redacted, Schema } from "effect"
+import { DateTime, Duration, Effect, Option, Redacted } from "effect"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { CacheManager } from "../cache/CacheManager.js"
 import { AppConfig } from "../Config.js"
-import { DashboardSummary } from "../market/DashboardSummary.js"
+import { History } from "../history/History.js"
+import { type Currency, currencyView, type MarketSnapshot } from "../market/Watchlist.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { MetricsExporter } from "../metrics/MetricsExporter.js"
-import { Broadcaster } from "../realtime/Broadcaster.js"
-import { History } from "../updater/History.js"
+import { encodeView } from "../realtime/Protocol.js"
+import { MarketState } from "../state/MarketState.js"
 import { Updater } from "../updater/Updater.js"
-
-const encodeSummary = Schema.encodeSync(DashboardSummary)
 
 const jsonError = (status: number, error: string, headers: Record<string, string> = {}) =>
   HttpServerResponse.unsafeJson({ error }, { status, headers })
@@ -26,35 +26,82 @@ const sameSecret = (given: string, expected: string): boolean =>
 export class HttpApi extends Effect.Service<HttpApi>()("dashcast/HttpApi", {
   effect: Effect.gen(function*() {
     const config = yield* AppConfig
-    const broadcaster = yield* Broadcaster
+    const state = yield* MarketState
     const updater = yield* Updater
     const history = yield* History
     const cache = yield* CacheManager
     const exporter = yield* MetricsExporter
     const metrics = exporter.handler({
       cacheStats: cache.stats,
-      summaryAgeSeconds: Effect.map(broadcaster.view, Option.map((v) => v.ageSeconds))
+      summaryAgeSeconds: Effect.map(state.view, Option.map((v) => v.ageSeconds))
     })
+    const currencies = new Set(config.currencies)
+    const [defaultCurrency] = config.currencies
+
+    /** The `currency` query parameter as given; a repeated one counts by its first value, as on `/ws`. */
+    const givenCurrency = Effect.map(HttpServerRequest.ParsedSearchParams, (params) => {
+      const given = params["currency"]
+      return typeof given === "string" ? given : given?.[0]
+    })
+    /** The `currency` query parameter: one of `CURRENCIES`, the first by default; else a 400. */
+    const currencyParam = Effect.map(givenCurrency, (given) => {
+      const currency = given ?? defaultCurrency
+      return currencies.has(currency) ? Option.some(currency) : Option.none()
+    })
+    const unknownCurrency = Effect.map(givenCurrency, (given) =>
+      jsonError(400, `unknown currency ${JSON.stringify(given)}; this server has ${config.currencies.join(", ")}`))
+
+    /** One currency's view of a snapshot as a JSON object: the same members as a WebSocket frame. */
+    const viewJson = (snapshot: MarketSnapshot, currency: Currency): Record<string, unknown> =>
+      JSON.parse(`{${encodeView(currencyView(snapshot, currency), snapshot.seq).members}}`)
 
     const dashboard = Effect.gen(function*() {
-      const view = yield* broadcaster.view
+      const currency = yield* currencyParam
+      if (Option.isNone(currency)) return yield* unknownCurrency
+      const view = yield* state.view
+      const status = yield* state.status
       if (Option.isNone(view)) {
-        const status = yield* broadcaster.status
         return jsonError(503, Option.getOrElse(status.lastError, () => "no market data yet: the first fetch is in progress"), {
           "retry-after": "5"
         })
       }
-      const status = yield* broadcaster.status
-      const { ageSeconds, snapshot, stale } = view.value
+      const { ageSeconds, old, snapshot } = view.value
+      const members = viewJson(snapshot, currency.value)
       return HttpServerResponse.unsafeJson({
-        data: encodeSummary(snapshot.summary),
+        ...members,
         seq: snapshot.seq,
         age_seconds: ageSeconds,
-        stale,
-        ...(snapshot.stale_fields.length > 0 ? { stale_fields: snapshot.stale_fields } : {}),
+        stale: old || "stale_paths" in members,
         next_update_at: Option.match(status.nextAttemptAt, {
           onNone: () => null,
           onSome: (at) => new Date(at).toISOString()
+        })
+      }, { headers: { "cache-control": "no-store" } })
+    })
+
+    /** The watchlist and what is known of each asset. */
+    const assetList = Effect.gen(function*() {
+      const latest = yield* state.latest
+      const view = Option.map(latest, (s) => s.view)
+      return HttpServerResponse.unsafeJson({
+        currencies: config.currencies,
+        assets: config.assets.map((id) => {
+          const info = Option.flatMap(view, (v) => Option.fromNullable(v.assets.find((a) => a.id === id)))
+          const fetched = Option.getOrElse(
+            Option.map(view, (v) =>
+              config.currencies.flatMap((c) => {
+                const quote = v.quotes[c]?.[id]
+                return quote === undefined ? [] : [DateTime.toEpochMillis(quote.fetched_at)]
+              })),
+            () => []
+          )
+          return {
+            id,
+            symbol: Option.match(info, { onNone: () => null, onSome: (i) => i.symbol }),
+            name: Option.match(info, { onNone: () => null, onSome: (i) => i.name }),
+            missing: Option.exists(view, (v) => v.missing.includes(id)),
+            last_good_at: fetched.length === 0 ? null : new Date(Math.max(...fetched)).toISOString()
+          }
         })
       }, { headers: { "cache-control": "no-store" } })
     })
@@ -68,13 +115,12 @@ export class HttpApi extends Effect.Service<HttpApi>()("dashcast/HttpApi", {
       }
       return yield* updater.forceUpdate().pipe(
         // Published is published: a partial round answers 200 with what went stale and why.
-        Effect.map(({ failure, snapshot }) =>
+        Effect.map(({ problems, snapshot }) =>
           HttpServerResponse.unsafeJson({
-            data: encodeSummary(snapshot.summary),
+            ...viewJson(snapshot, defaultCurrency),
             seq: snapshot.seq,
             fetched_at: DateTime.formatIso(snapshot.fetched_at),
-            ...(snapshot.stale_fields.length > 0 ? { stale_fields: snapshot.stale_fields } : {}),
-            ...(Option.isSome(failure) ? { error: `some upstream calls failed: ${failure.value.message}` } : {})
+            ...(problems.length > 0 ? { error: `some upstream calls failed: ${problems.map((e) => e.message).join("; ")}` } : {})
           })
         ),
         Effect.catchTags({
@@ -93,12 +139,13 @@ export class HttpApi extends Effect.Service<HttpApi>()("dashcast/HttpApi", {
       HttpRouter.get("/healthz", HttpMiddleware.withLoggerDisabled(Effect.succeed(HttpServerResponse.unsafeJson({ status: "ok" })))),
       HttpRouter.get(
         "/readyz",
-        Effect.map(broadcaster.latest, (latest) =>
+        Effect.map(state.latest, (latest) =>
           Option.isSome(latest)
             ? HttpServerResponse.unsafeJson({ status: "ready" })
             : jsonError(503, "not ready: no market data yet")).pipe(HttpMiddleware.withLoggerDisabled)
       ),
       HttpRouter.get("/api/dashboard", dashboard),
+      HttpRouter.get("/api/assets", assetList),
       HttpRouter.get("/api/history", history.handler),
       HttpRouter.post("/api/dashboard/refresh", refresh),
       HttpRouter.get("/metrics", HttpMiddleware.withLoggerDisabled(metrics)),

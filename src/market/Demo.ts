@@ -1,25 +1,101 @@
 /**
- * The simulated market feed behind `DEMO`: a seeded random walk with realistic magnitudes, so that
- * a trial run without internet moves like the real thing. Same `MarketData` port as the live client.
+ * The simulated market behind `DEMO`: every asset in `ASSETS` in every currency of `CURRENCIES`, as
+ * a seeded random walk with plausible magnitudes (known ids start near their real prices, others
+ * get a profile derived from their id), converted at fixed exchange ratios, with RSI-14 from
+ * simulated daily closes. Same `MarketData` port as the live client; nothing here is real data.
  */
 import { Clock, DateTime, Effect, Layer, Option, Random, Ref } from "effect"
-import { DashboardSummary } from "./DashboardSummary.js"
+import { AppConfig } from "../Config.js"
 import { MarketData } from "./MarketData.js"
 import { wilderRsi } from "./Rsi.js"
+import { AssetInfo, type AssetId, type Currency, FearGreed, MarketTotals, MarketView, Quote, StaleParts } from "./Watchlist.js"
 
-/** Bitcoin in circulation and its share of the whole market, to derive total market cap. */
-const BTC_SUPPLY = 19_800_000
-const BTC_DOMINANCE = 0.56
 const DAILY_CLOSES = 60
-const START_PRICE = 62_000
+
+interface Profile {
+  readonly name: string
+  readonly symbol: string
+  /** Price in US dollars at the start of the walk, and coins in circulation. */
+  readonly usd: number
+  readonly supply: number
+  /** Daily volatility: stable coins barely move. */
+  readonly sigma: number
+}
+
+/** Well-known ids start near their real magnitudes (late 2025). */
+const KNOWN: Readonly<Record<string, Profile>> = {
+  bitcoin: { name: "Bitcoin", symbol: "btc", usd: 62_000, supply: 19_800_000, sigma: 0.025 },
+  ethereum: { name: "Ethereum", symbol: "eth", usd: 3_000, supply: 120_000_000, sigma: 0.032 },
+  tether: { name: "Tether", symbol: "usdt", usd: 1, supply: 140_000_000_000, sigma: 0.0004 },
+  "usd-coin": { name: "USDC", symbol: "usdc", usd: 1, supply: 60_000_000_000, sigma: 0.0004 },
+  binancecoin: { name: "BNB", symbol: "bnb", usd: 580, supply: 146_000_000, sigma: 0.028 },
+  solana: { name: "Solana", symbol: "sol", usd: 150, supply: 470_000_000, sigma: 0.045 },
+  ripple: { name: "XRP", symbol: "xrp", usd: 0.55, supply: 56_000_000_000, sigma: 0.04 },
+  cardano: { name: "Cardano", symbol: "ada", usd: 0.45, supply: 35_000_000_000, sigma: 0.04 },
+  dogecoin: { name: "Dogecoin", symbol: "doge", usd: 0.12, supply: 146_000_000_000, sigma: 0.05 },
+  "shiba-inu": { name: "Shiba Inu", symbol: "shib", usd: 0.000018, supply: 589_000_000_000_000, sigma: 0.05 },
+  polkadot: { name: "Polkadot", symbol: "dot", usd: 6, supply: 1_500_000_000, sigma: 0.04 },
+  chainlink: { name: "Chainlink", symbol: "link", usd: 14, supply: 600_000_000, sigma: 0.04 },
+  litecoin: { name: "Litecoin", symbol: "ltc", usd: 70, supply: 75_000_000, sigma: 0.035 },
+  tron: { name: "TRON", symbol: "trx", usd: 0.12, supply: 87_000_000_000, sigma: 0.03 },
+  "avalanche-2": { name: "Avalanche", symbol: "avax", usd: 30, supply: 400_000_000, sigma: 0.045 }
+}
+
+/** US dollars in one unit of each well-known currency's opposite: 1 USD = `RATIO[c]` c. */
+const RATIO: Readonly<Record<string, number>> = {
+  usd: 1,
+  eur: 0.92,
+  gbp: 0.79,
+  jpy: 150,
+  chf: 0.88,
+  cad: 1.36,
+  aud: 1.52,
+  cny: 7.2,
+  inr: 83,
+  brl: 5,
+  krw: 1_350,
+  sek: 10.5,
+  nok: 10.6,
+  pln: 4,
+  try: 32,
+  mxn: 17,
+  btc: 1 / 62_000,
+  eth: 1 / 3_000
+}
+
+/** A number in [0, 1) from a string, so an unknown id or currency always gets the same profile. */
+const hash01 = (text: string): number => {
+  let h = 2_166_136_261
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 16_777_619)
+  return (h >>> 0) / 4_294_967_296
+}
+
+const profileOf = (id: AssetId): Profile =>
+  KNOWN[id] ?? {
+    name: id.split(/[-_.]/).map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join(" "),
+    symbol: id.replace(/[^a-z0-9]/g, "").slice(0, 4),
+    // Between 1 cent and 100 dollars, log-uniformly.
+    usd: 10 ** (-2 + 4 * hash01(id)),
+    supply: 10 ** (7 + 3 * hash01(`${id}/supply`)),
+    sigma: 0.05
+  }
+
+/** An unknown currency gets a fixed ratio between 0.5 and 2 (this is a simulation). */
+const ratioOf = (currency: Currency): number => RATIO[currency] ?? 0.5 + 1.5 * hash01(currency)
+
+interface AssetWalk {
+  readonly usd: number
+  readonly open24h: number
+  readonly volumeShare: number
+  /** Daily closes in US dollars, oldest first; the last one is today's intraday price. */
+  readonly closes: ReadonlyArray<number>
+}
 
 interface DemoState {
-  readonly price: number
-  readonly open24h: number
+  readonly walks: ReadonlyMap<AssetId, AssetWalk>
   readonly fearGreed: number
-  readonly volumeShare: number
-  /** Daily closes, oldest first; the last one is today's intraday price. */
-  readonly closes: ReadonlyArray<number>
+  /** The whole market's capitalisation in US dollars. */
+  readonly totalUsd: number
 }
 
 const clamp = (lo: number, hi: number, x: number) => Math.min(hi, Math.max(lo, x))
@@ -31,65 +107,107 @@ const gaussian = (sigma: number) =>
     (u) => (u.reduce((a, b) => a + b, 0) - 2) * Math.sqrt(3) * sigma
   )
 
-const initialState = Effect.gen(function*() {
-  const closes: Array<number> = [START_PRICE]
-  for (let i = 1; i < DAILY_CLOSES; i++) {
-    const step = yield* gaussian(0.025)
-    closes.push(closes[i - 1]! * (1 + step))
-  }
-  const price = closes[closes.length - 1]!
-  return {
-    price,
-    open24h: closes[closes.length - 2]!,
-    fearGreed: Math.round(clamp(5, 95, 50 + (yield* gaussian(15)))),
-    volumeShare: 0.035,
-    closes
-  } satisfies DemoState
-})
-
-const step = (state: DemoState) =>
+const initialWalk = (profile: Profile) =>
   Effect.gen(function*() {
-    const price = state.price * (1 + (yield* gaussian(0.0015)))
-    // The 24h reference drifts slowly so the change looks like a rolling window, not a running total.
-    const open24h = state.open24h * (1 + (yield* gaussian(0.0004)))
-    const fearGreed = clamp(0, 100, state.fearGreed + Math.round(yield* gaussian(1.2)))
-    const volumeShare = clamp(0.02, 0.06, state.volumeShare * (1 + (yield* gaussian(0.01))))
-    const closes = [...state.closes.slice(0, -1), price]
-    return { price, open24h, fearGreed, volumeShare, closes } satisfies DemoState
+    const closes: Array<number> = [profile.usd]
+    for (let i = 1; i < DAILY_CLOSES; i++) closes.push(closes[i - 1]! * (1 + (yield* gaussian(profile.sigma))))
+    return { usd: closes[closes.length - 1]!, open24h: closes[closes.length - 2]!, volumeShare: 0.035, closes } satisfies AssetWalk
   })
 
-/** Builds the feed from a seed; the same seed gives the same walk. */
+const stepWalk = (walk: AssetWalk, profile: Profile) =>
+  Effect.gen(function*() {
+    // A round is a few seconds: steps of a twentieth of the daily volatility look alive, not wild.
+    const usd = walk.usd * (1 + (yield* gaussian(profile.sigma / 16)))
+    // The 24h reference drifts slowly so the change looks like a rolling window, not a running total.
+    const open24h = walk.open24h * (1 + (yield* gaussian(profile.sigma / 60)))
+    const volumeShare = clamp(0.01, 0.2, walk.volumeShare * (1 + (yield* gaussian(0.01))))
+    return { usd, open24h, volumeShare, closes: [...walk.closes.slice(0, -1), usd] } satisfies AssetWalk
+  })
+
+/** Fear & Greed labels as alternative.me words them. */
+const fearGreedLabel = (value: number): string =>
+  value <= 24 ? "Extreme Fear" : value <= 46 ? "Fear" : value <= 54 ? "Neutral" : value <= 75 ? "Greed" : "Extreme Greed"
+
+/** Rounds to `digits` significant digits, as a ticker would show a price. */
+const significant = (x: number, digits: number) => Number(x.toPrecision(digits))
+
+/** Builds the feed from a seed; the same seed and configuration give the same walk. */
 export const makeDemoMarketData = (seed: number) =>
   Effect.gen(function*() {
+    const config = yield* AppConfig
     const random = Random.make(seed)
-    const state = yield* Ref.make(yield* Effect.withRandom(initialState, random))
-    const fetch = Effect.fn("MarketData.fetch")(function*(_previous: Option.Option<DashboardSummary>) {
+    const profiles = new Map(config.assets.map((id) => [id, profileOf(id)]))
+    const initial = yield* Effect.withRandom(
+      Effect.gen(function*() {
+        const walks = new Map<AssetId, AssetWalk>()
+        for (const [id, profile] of profiles) walks.set(id, yield* initialWalk(profile))
+        return { walks, fearGreed: Math.round(clamp(5, 95, 50 + (yield* gaussian(15)))), totalUsd: 2.3e12 } satisfies DemoState
+      }),
+      random
+    )
+    const state = yield* Ref.make<DemoState>(initial)
+    const step = (current: DemoState) =>
+      Effect.gen(function*() {
+        const walks = new Map<AssetId, AssetWalk>()
+        for (const [id, walk] of current.walks) walks.set(id, yield* stepWalk(walk, profiles.get(id) ?? profileOf(id)))
+        return {
+          walks,
+          fearGreed: clamp(0, 100, current.fearGreed + Math.round(yield* gaussian(1.2))),
+          totalUsd: current.totalUsd * (1 + (yield* gaussian(0.0015)))
+        } satisfies DemoState
+      })
+
+    const fetch = Effect.fn("MarketData.fetch")(function*(_previous: Option.Option<MarketView>) {
       const next = yield* Effect.withRandom(Effect.flatMap(Ref.get(state), step), random)
       yield* Ref.set(state, next)
-      const now = yield* Clock.currentTimeMillis
-      // 60 simulated closes always give an RSI; none would be a bug, not a value to invent.
-      const rsi = yield* Effect.orDie(wilderRsi(next.closes))
-      const marketCap = (next.price * BTC_SUPPLY) / BTC_DOMINANCE
+      const now = DateTime.unsafeMake(yield* Clock.currentTimeMillis)
+      const quotes: Record<Currency, Record<AssetId, Quote>> = {}
+      const totals: Record<Currency, MarketTotals> = {}
+      for (const currency of config.currencies) {
+        const ratio = ratioOf(currency)
+        const inCurrency: Record<AssetId, Quote> = {}
+        for (const [id, walk] of next.walks) {
+          const profile = profiles.get(id) ?? profileOf(id)
+          const cap = walk.usd * profile.supply * ratio
+          inCurrency[id] = Quote.make({
+            price: significant(walk.usd * ratio, 8),
+            change_24h: Math.round((walk.usd / walk.open24h - 1) * 1e6) / 1e4,
+            market_cap: Math.round(cap),
+            volume_24h: Math.round(cap * walk.volumeShare),
+            last_updated: now,
+            fetched_at: now
+          })
+        }
+        quotes[currency] = inCurrency
+        totals[currency] = MarketTotals.make({
+          total_market_cap: Math.round(next.totalUsd * ratio),
+          total_volume: Math.round(next.totalUsd * ratio * 0.035)
+        })
+      }
+      const rsi: Record<AssetId, number> = {}
+      for (const [id, walk] of next.walks) {
+        // Sixty simulated closes always give an RSI; none would be a bug, not a value to invent.
+        rsi[id] = Math.round((yield* Effect.orDie(wilderRsi(walk.closes))) * 100) / 100
+      }
       return {
-        summary: DashboardSummary.make({
-          btc_price: round(next.price, 2),
-          btc_change_24h: round((next.price / next.open24h - 1) * 100, 4),
-          market_cap: Math.round(marketCap),
-          volume_24h: Math.round(marketCap * next.volumeShare),
-          fear_greed_index: next.fearGreed,
-          rsi_14: round(rsi, 2),
-          last_updated: DateTime.unsafeMake(now)
+        view: MarketView.make({
+          assets: config.assets.map((id) => {
+            const profile = profiles.get(id) ?? profileOf(id)
+            return AssetInfo.make({ id, symbol: profile.symbol, name: profile.name })
+          }),
+          missing: [],
+          quotes,
+          rsi,
+          totals,
+          fear_greed: Option.some(FearGreed.make({ value: next.fearGreed, label: fearGreedLabel(next.fearGreed) })),
+          stale: StaleParts.none
         }),
-        staleFields: [],
-        partialFailure: Option.none()
+        failure: Option.none(),
+        problems: []
       }
     })
     return MarketData.of({ fetch, blockedFor: Effect.succeed(Option.none()) })
   })
 
-const round = (x: number, digits: number) => {
-  const f = 10 ** digits
-  return Math.round(x * f) / f
-}
-
-export const DemoMarketDataLive = (seed: number) => Layer.effect(MarketData, makeDemoMarketData(seed))
+export const DemoMarketDataLive = (seed: number): Layer.Layer<MarketData, never, AppConfig> =>
+  Layer.effect(MarketData, makeDemoMarketData(seed))

@@ -1,17 +1,18 @@
 /**
- * The market data port: one fetch of every field of the summary, from upstream or from the
- * simulated feed (`DEMO`). Failures are one typed `UpstreamError` whose `reason` says what went wrong.
+ * The market data port: one round of upstream calls for the whole watchlist, from upstream or from
+ * the simulated feed (`DEMO`). Failures are one typed `UpstreamError` whose `reason` says what went
+ * wrong and whose `target` says which currency or asset the call was for.
  */
 import { Context, Data, Duration, Effect, Option } from "effect"
-import type { DashboardSummary, SummaryField } from "./DashboardSummary.js"
+import type { MarketView } from "./Watchlist.js"
 
-/** The four upstream calls (DESIGN.md, "Upstream calls"), named in errors, logs and metrics. */
-export type Endpoint = "simple_price" | "global" | "market_chart" | "fear_greed"
+/** The upstream calls (docs/ARCHITECTURE.md, "Upstream calls"), named in errors, logs and metrics. */
+export type Endpoint = "coins_markets" | "global" | "market_chart" | "fear_greed"
 
 /** Who answers each call: a provider's `Retry-After` holds for every call to it. */
 export type Provider = "coingecko" | "alternative_me"
 export const providerOf: Record<Endpoint, Provider> = {
-  simple_price: "coingecko",
+  coins_markets: "coingecko",
   global: "coingecko",
   market_chart: "coingecko",
   fear_greed: "alternative_me"
@@ -35,11 +36,13 @@ export const UpstreamReason = Data.taggedEnum<UpstreamReason>()
 
 export class UpstreamError extends Data.TaggedError("UpstreamError")<{
   readonly endpoint: Endpoint
+  /** The currency (`coins_markets`) or asset (`market_chart`) the call was for. */
+  readonly target?: string
   readonly reason: UpstreamReason
   readonly cause?: unknown
 }> {
   override get message(): string {
-    return `${this.endpoint}: ${describeReason(this.reason)}`
+    return `${this.endpoint}${this.target === undefined ? "" : `(${this.target})`}: ${describeReason(this.reason)}`
   }
 
   /** The delay the provider asked for (or what is left of it), which lengthens the schedule's next delay. */
@@ -64,20 +67,21 @@ const describeReason = UpstreamReason.$match({
 })
 
 /**
- * One fetch. When some calls failed but every failed field has a previous value, the summary keeps
- * those values, names them in `staleFields`, and carries the failure so the schedule still backs off.
- * A call not sent because its provider asked to wait (`Blocked`) makes its fields stale but is no
- * failure: the provider's wait binds that provider only, not the whole schedule.
+ * One round. The view is merged with the previous one: what a failed call feeds keeps its last
+ * good value and is named in `view.stale`; what never had a good value is absent. `failure` is the
+ * most telling failed call, set when the schedule must count the round as failed. A call not sent
+ * because its provider asked to wait (`Blocked`) makes its values stale but is no failure: the
+ * wait binds that provider only. `problems` lists every failed or held call, for logs and answers.
  */
 export interface MarketFetch {
-  readonly summary: DashboardSummary
-  readonly staleFields: ReadonlyArray<SummaryField>
-  readonly partialFailure: Option.Option<UpstreamError>
+  readonly view: MarketView
+  readonly failure: Option.Option<UpstreamError>
+  readonly problems: ReadonlyArray<UpstreamError>
 }
 
 export class MarketData extends Context.Tag("dashcast/MarketData")<MarketData, {
-  /** Fetches every field; `previous` supplies last good values for fields whose call failed. */
-  readonly fetch: (previous: Option.Option<DashboardSummary>) => Effect.Effect<MarketFetch, UpstreamError>
+  /** One round for every watched asset and currency; `previous` supplies the last good values. */
+  readonly fetch: (previous: Option.Option<MarketView>) => Effect.Effect<MarketFetch, UpstreamError>
   /**
    * How long the provider of prices still asks not to be called (its last `Retry-After`), if it
    * does: no round is worth starting before, and no force update is sent.

@@ -1,5 +1,5 @@
 /**
- * Wilder's RSI over a series of closes (DESIGN.md, "Upstream calls"): simple means of the first
+ * Wilder's RSI over a series of closes (docs/ARCHITECTURE.md, "Upstream calls"): simple means of the first
  * `period` changes, then `avg = (prev * (period - 1) + current) / period`.
  */
 import { Option } from "effect"

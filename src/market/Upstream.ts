@@ -1,7 +1,9 @@
 /**
- * The live `MarketData`: the four upstream calls of DESIGN.md "Upstream calls" (CoinGecko and
- * alternative.me), each decoded with a Schema into values or one typed `UpstreamError`, run
- * concurrently, coalesced per endpoint, and merged with the previous summary when some of them fail.
+ * The live `MarketData` (docs/ARCHITECTURE.md, "Upstream calls"): per round one `coins/markets`
+ * call per currency for every watched asset at once, one `/global`, alternative.me's index only
+ * when a new value exists, and a few daily-closes calls for RSI (each asset's at most once an hour).
+ * Every body is read with a size cap and decoded with a Schema into values or one typed
+ * `UpstreamError`; a failed call keeps the last good values of exactly what it feeds.
  */
 import { FetchHttpClient, Headers, HttpClient, HttpClientRequest } from "@effect/platform"
 import type { HttpClientError, HttpClientResponse } from "@effect/platform"
@@ -23,80 +25,45 @@ import {
   Schema,
   Stream
 } from "effect"
-import { VERSION } from "../Version.js"
+import { CacheManager, cacheKey } from "../cache/CacheManager.js"
 import { AppConfig } from "../Config.js"
-import { Amount, ChangePercent, Price, Total } from "./Bounds.js"
-import { DashboardSummary, type SummaryField } from "./DashboardSummary.js"
-import { type Endpoint, MarketData, type Provider, providerOf, UpstreamError, UpstreamReason } from "./MarketData.js"
-import { wilderRsi } from "./Rsi.js"
 import * as Metrics from "../metrics/Metrics.js"
+import { VERSION } from "../Version.js"
+import { type Endpoint, type MarketFetch, MarketData, type Provider, providerOf, UpstreamError, UpstreamReason } from "./MarketData.js"
+import { FearGreedBody, GlobalBody, MarketChartBody, MarketsBody, MarketsRow, RowId, Totals } from "./Upstream/Bodies.js"
+import { ChartEntry, chartsPerRound, liveRsi, nextDueAfter, planCharts } from "./Upstream/Charts.js"
+import { waitAskedFor } from "./Upstream/RateLimit.js"
+import {
+  AssetInfo,
+  type AssetId,
+  type Currency,
+  FearGreed,
+  MarketTotals,
+  MarketView,
+  Quote,
+  StaleParts
+} from "./Watchlist.js"
+
+export { parseRateLimitReset, parseRetryAfter } from "./Upstream/RateLimit.js"
 
 const USER_AGENT = `dashcast/${VERSION}`
 const API_KEY_HEADER = "x-cg-demo-api-key"
-const RSI_PERIOD = 14
-
-// ---------------------------------------------------------------------------------------------
-// Response bodies: only the fields DESIGN.md names, strictly typed and within the plausibility
-// bounds of `Bounds.ts`. A `null`, a numeric string, a missing key or an implausible value is a
-// Decode failure, never a default.
-
-/** `bitcoin.usd_24h_change` is documented as nullable; a null fails the call rather than reading 0. */
-const SimplePriceBody = Schema.Struct({
-  bitcoin: Schema.Struct({
-    usd: Price,
-    usd_24h_change: ChangePercent
-  })
-})
-
-/** Totals of the whole crypto market, as the original system showed. */
-const GlobalBody = Schema.Struct({
-  data: Schema.Struct({
-    total_market_cap: Schema.Struct({ usd: Total }),
-    total_volume: Schema.Struct({ usd: Amount })
-  })
-})
-
-const MarketChartBody = Schema.Struct({
-  prices: Schema.Array(Schema.Tuple(Schema.Number, Price)).pipe(
-    Schema.minItems(RSI_PERIOD + 1, {
-      message: () => `fewer than ${RSI_PERIOD + 1} price points, too few for RSI-${RSI_PERIOD}`
-    })
-  )
-})
-
-/** A string holding an integer 0..100; `" 54"`, `"0x10"` or `"54.5"` are not accepted. */
-const FearGreedValue = Schema.String.pipe(
-  Schema.pattern(/^\d{1,3}$/),
-  Schema.compose(Schema.NumberFromString),
-  Schema.int(),
-  Schema.between(0, 100)
-)
-
-/** `metadata` comes first so that a provider error is what the failure reports. */
-const FearGreedBody = Schema.Struct({
-  metadata: Schema.Struct({ error: Schema.Null }),
-  data: Schema.NonEmptyArray(Schema.Struct({ value: FearGreedValue }))
-})
-
-// ---------------------------------------------------------------------------------------------
-// Errors
-
+/** CoinGecko's largest page: one `coins/markets` call covers the whole watchlist (`ASSETS` ≤ 250). */
+const PAGE_SIZE = 250
+/** alternative.me is asked again at least this often, whatever `time_until_update` says. */
+const FEAR_GREED_REFRESH_MS = 60 * 60 * 1000
 /**
- * `Retry-After` as a delay: delay-seconds or an HTTP-date (RFC 9110 10.2.3), relative to `nowMillis`.
- * Anything else, or no header, is none: the schedule then uses its own delay.
+ * CoinGecko calls a minute: 10 is the keyless budget this project plans for (the provider's 429s
+ * decide the rest); 30 is the Demo plan's published rate limit.
  */
-export const parseRetryAfter = (
-  header: string | undefined,
-  nowMillis: number
-): Option.Option<Duration.Duration> => {
-  if (header === undefined) return Option.none()
-  const value = header.trim()
-  if (/^\d+$/.test(value)) return Option.some(Duration.seconds(Number(value)))
-  // All three HTTP-date forms start with a day name; without this check `Date.parse` takes "1.5".
-  if (!/^[A-Za-z]{3,9},? /.test(value)) return Option.none()
-  const at = Date.parse(value)
-  return Number.isNaN(at) ? Option.none() : Option.some(Duration.millis(Math.max(0, at - nowMillis)))
-}
+const KEYLESS_CALLS_PER_MINUTE = 10
+const KEYED_CALLS_PER_MINUTE = 30
+
+/** Each asset's daily closes, kept so that a restart or a new leader does not fetch them all again. */
+const closesKey = (asset: AssetId) => cacheKey(`market:closes:${asset}`, ChartEntry, "2 days")
+
+// ---------------------------------------------------------------------------------------------
+// Reading a response
 
 /** A short single-line excerpt of a body that is not what was expected, for the error detail. */
 const excerpt = (text: string): string => {
@@ -110,42 +77,51 @@ const causeDetail = (cause: unknown): string => {
   return message.split(/(?<=\.) /)[0] ?? message
 }
 
+interface Call {
+  readonly endpoint: Endpoint
+  readonly target?: string
+}
+
+const failure = (call: Call, reason: UpstreamReason, cause?: unknown) =>
+  new UpstreamError({
+    endpoint: call.endpoint,
+    ...(call.target === undefined ? {} : { target: call.target }),
+    reason,
+    ...(cause === undefined ? {} : { cause })
+  })
+
 /**
  * Maps a client failure to the port's error. The `HttpClientError` itself is not kept as the cause:
  * it holds the request, whose headers carry the API key.
  */
-const fromHttpError = (endpoint: Endpoint, error: HttpClientError.HttpClientError) =>
+const fromHttpError = (call: Call, error: HttpClientError.HttpClientError) =>
   Effect.flatMap(Clock.currentTimeMillis, (now) => {
     if (error._tag === "RequestError") {
-      return new UpstreamError({ endpoint, reason: UpstreamReason.Network({ detail: causeDetail(error.cause) }), cause: error.cause })
+      return failure(call, UpstreamReason.Network({ detail: causeDetail(error.cause) }), error.cause)
     }
     const status = error.response.status
     if (error.reason === "StatusCode") {
-      return new UpstreamError({
-        endpoint,
-        reason: status === 429 || status === 418
-          ? UpstreamReason.RateLimited({ status, retryAfter: parseRetryAfter(error.response.headers["retry-after"], now) })
+      return failure(
+        call,
+        status === 429 || status === 418
+          ? UpstreamReason.RateLimited({ status, retryAfter: waitAskedFor(error.response.headers, now) })
           : UpstreamReason.HttpStatus({ status })
-      })
+      )
     }
     // The status line arrived but the body did not: the connection broke while reading it.
-    return new UpstreamError({
-      endpoint,
-      reason: UpstreamReason.Network({ detail: `body of HTTP ${status} not received: ${causeDetail(error.cause)}` }),
-      cause: error.cause
-    })
+    return failure(call, UpstreamReason.Network({ detail: `body of HTTP ${status} not received: ${causeDetail(error.cause)}` }), error.cause)
   })
 
 /**
  * The body as text, read chunk by chunk and given up as soon as it passes `limit` bytes (a declared
  * `Content-Length` over it is refused before reading): a huge or endless body costs at most `limit`.
  */
-const readCapped = (endpoint: Endpoint, response: HttpClientResponse.HttpClientResponse, limit: number) => {
-  const tooLarge = new UpstreamError({ endpoint, reason: UpstreamReason.TooLarge({ limit }) })
+const readCapped = (call: Call, response: HttpClientResponse.HttpClientResponse, limit: number) => {
+  const tooLarge = failure(call, UpstreamReason.TooLarge({ limit }))
   const declared = Number(response.headers["content-length"] ?? Number.NaN)
   if (declared > limit) return Effect.fail(tooLarge)
   return response.stream.pipe(
-    Stream.catchAll((error) => fromHttpError(endpoint, error)),
+    Stream.catchAll((error) => fromHttpError(call, error)),
     Stream.runFoldEffect({ chunks: [] as Array<Uint8Array>, size: 0 }, (acc, chunk) => {
       const size = acc.size + chunk.byteLength
       if (size > limit) return Effect.fail(tooLarge)
@@ -156,34 +132,23 @@ const readCapped = (endpoint: Endpoint, response: HttpClientResponse.HttpClientR
   )
 }
 
-const decodeBody = <A, I>(endpoint: Endpoint, schema: Schema.Schema<A, I>) => (text: string) =>
-  Effect.try({
-    try: (): unknown => JSON.parse(text),
-    catch: (cause) =>
-      new UpstreamError({
-        endpoint,
-        reason: UpstreamReason.Decode({ detail: text.trim() === "" ? "empty body" : `not JSON: "${excerpt(text)}"` }),
-        cause
-      })
-  }).pipe(
-    Effect.flatMap(Schema.decodeUnknown(schema)),
-    Effect.catchTag("ParseError", (cause) => {
-      const issue = ParseResult.ArrayFormatter.formatErrorSync(cause)[0]
-      const where = issue === undefined || issue.path.length === 0 ? "body" : issue.path.join(".")
-      const detail = issue === undefined ? cause.message : `${where}: ${issue.message}`
-      return new UpstreamError({ endpoint, reason: UpstreamReason.Decode({ detail }), cause })
-    })
-  )
-
-/** Which summary fields each call supplies; a failed call makes exactly these stale. */
-const fieldsOf: Record<Endpoint, ReadonlyArray<SummaryField>> = {
-  simple_price: ["btc_price", "btc_change_24h"],
-  global: ["market_cap", "volume_24h"],
-  market_chart: ["rsi_14"],
-  fear_greed: ["fear_greed_index"]
+/** The first problem of a failed decode, as `path: message`. */
+const describeParseError = (error: ParseResult.ParseError): string => {
+  const issue = ParseResult.ArrayFormatter.formatErrorSync(error)[0]
+  if (issue === undefined) return error.message
+  return `${issue.path.length === 0 ? "body" : issue.path.join(".")}: ${issue.message}`
 }
 
-/** The error that explains an attempt best: a rate limit (its `Retry-After` must be honoured), else the first. */
+const decodeBody = <A, I>(call: Call, schema: Schema.Schema<A, I>) => (text: string) =>
+  Effect.try({
+    try: (): unknown => JSON.parse(text),
+    catch: (cause) => failure(call, UpstreamReason.Decode({ detail: text.trim() === "" ? "empty body" : `not JSON: "${excerpt(text)}"` }), cause)
+  }).pipe(
+    Effect.flatMap(Schema.decodeUnknown(schema)),
+    Effect.catchTag("ParseError", (cause) => failure(call, UpstreamReason.Decode({ detail: describeParseError(cause) }), cause))
+  )
+
+/** The error that explains a round best: a rate limit (its `Retry-After` must be honoured), else the first. */
 const mostTelling = (failures: Arr.NonEmptyReadonlyArray<UpstreamError>): UpstreamError =>
   Option.getOrElse(Arr.findFirst(failures, (e) => e.reason._tag === "RateLimited"), () => Arr.headNonEmpty(failures))
 
@@ -216,13 +181,33 @@ const singleFlight = <A, E>(fibers: FiberSet.FiberSet, effect: Effect.Effect<A, 
 }
 
 // ---------------------------------------------------------------------------------------------
+// One round's answers
+
+/** What one currency's `coins/markets` answer said: good rows, and rows that did not decode. */
+interface MarketsAnswer {
+  readonly rows: ReadonlyMap<AssetId, MarketsRow>
+  readonly bad: ReadonlyMap<AssetId, string>
+}
+
+interface FearGreedAnswer {
+  readonly value: FearGreed
+  readonly nextAt: number
+}
+
+// ---------------------------------------------------------------------------------------------
 // The service
 
 export const makeUpstreamMarketData = Effect.gen(function*() {
   const config = yield* AppConfig
   const client = yield* HttpClient.HttpClient
+  const cache = yield* CacheManager
   const fibers = yield* FiberSet.make()
   const timeout = config.upstreamTimeout
+  const assets = config.assets
+  const currencies = config.currencies
+  const [firstCurrency] = currencies
+  const intervalMs = Duration.toMillis(config.updateInterval)
+  const perMinuteBudget = Option.isSome(config.coingeckoApiKey) ? KEYED_CALLS_PER_MINUTE : KEYLESS_CALLS_PER_MINUTE
 
   /** One pipeline per provider: base URL, identification, only 2xx passes, the key kept out of spans. */
   const upstream = (baseUrl: string, apiKey: Option.Option<Redacted.Redacted>) =>
@@ -244,12 +229,14 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
         Effect.locallyWith(response, Headers.currentRedactedNames, (names) => [...names, API_KEY_HEADER])
       )
     )
-  const coingecko = upstream(config.coingeckoBaseUrl, config.coingeckoApiKey)
-  const alternativeMe = upstream(config.fngBaseUrl, Option.none())
+  const clients: Record<Provider, HttpClient.HttpClient> = {
+    coingecko: upstream(config.coingeckoBaseUrl, config.coingeckoApiKey),
+    alternative_me: upstream(config.fngBaseUrl, Option.none())
+  }
 
   /**
-   * When each provider may be called again (epoch ms by `Clock`), from the `Retry-After` of its last
-   * 429: until then no call to it is sent, whoever asks (schedule, force update, refresh).
+   * When each provider may be called again (epoch ms by `Clock`), from the wait its last 429 asked
+   * for: until then no call to it is sent, whoever asks (schedule, force update, refresh).
    */
   const blockedUntil = new Map<Provider, number>()
   const blockedFor = (provider: Provider) =>
@@ -269,26 +256,18 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
    * One call: request, body as text (at most `UPSTREAM_MAX_BYTES`), Schema, all within
    * `UPSTREAM_TIMEOUT`, and shared while in flight. Not sent while its provider asks to wait.
    */
-  const call = <A, I>(
-    endpoint: Endpoint,
-    client: HttpClient.HttpClient,
-    request: HttpClientRequest.HttpClientRequest,
-    schema: Schema.Schema<A, I>
-  ) => {
-    const provider = providerOf[endpoint]
-    const sent = client.execute(request).pipe(
-      Effect.catchAll((error) => fromHttpError(endpoint, error)),
+  const makeCall = <A, I>(call: Call, request: HttpClientRequest.HttpClientRequest, schema: Schema.Schema<A, I>) => {
+    const provider = providerOf[call.endpoint]
+    const sent = clients[provider].execute(request).pipe(
+      Effect.catchAll((error) => fromHttpError(call, error)),
       // The body is read as text and parsed here so that a broken connection (Network), a body
       // that is too large (TooLarge) and one that is not JSON (Decode) stay apart.
-      Effect.flatMap((response) => readCapped(endpoint, response, config.upstreamMaxBytes)),
-      Effect.flatMap(decodeBody(endpoint, schema)),
-      Effect.timeoutFail({
-        duration: timeout,
-        onTimeout: () => new UpstreamError({ endpoint, reason: UpstreamReason.Timeout({ after: timeout }) })
-      }),
+      Effect.flatMap((response) => readCapped(call, response, config.upstreamMaxBytes)),
+      Effect.flatMap(decodeBody(call, schema)),
+      Effect.timeoutFail({ duration: timeout, onTimeout: () => failure(call, UpstreamReason.Timeout({ after: timeout })) }),
       Effect.tapError((error) => block(provider, error)),
-      Metrics.trackUpstream(endpoint),
-      Effect.withSpan(`Upstream.${endpoint}`)
+      Metrics.trackUpstream(call.endpoint),
+      Effect.withSpan(`Upstream.${call.endpoint}`, { attributes: { target: call.target ?? "" } })
     )
     return singleFlight(
       fibers,
@@ -296,116 +275,370 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
         Option.match(wait, {
           onNone: () => sent,
           onSome: (retryAfter) =>
-            Effect.zipRight(
-              Metrics.upstreamError(endpoint, "Blocked"),
-              new UpstreamError({ endpoint, reason: UpstreamReason.Blocked({ retryAfter }) })
-            )
+            Effect.zipRight(Metrics.upstreamError(call.endpoint, "Blocked"), failure(call, UpstreamReason.Blocked({ retryAfter })))
         }))
     )
   }
 
-  const simplePrice = call(
-    "simple_price",
-    coingecko,
-    HttpClientRequest.get("/api/v3/simple/price", {
-      urlParams: {
-        ids: "bitcoin",
-        vs_currencies: "usd",
-        include_market_cap: "true",
-        include_24hr_vol: "true",
-        include_24hr_change: "true",
-        include_last_updated_at: "true"
-      }
-    }),
-    SimplePriceBody
-  ).pipe(Effect.map(({ bitcoin }) => ({ btc_price: bitcoin.usd, btc_change_24h: bitcoin.usd_24h_change })))
-
-  const globalMarket = call("global", coingecko, HttpClientRequest.get("/api/v3/global"), GlobalBody).pipe(
-    Effect.map(({ data }) => ({ market_cap: data.total_market_cap.usd, volume_24h: data.total_volume.usd }))
-  )
-
-  const marketChart = call(
-    "market_chart",
-    coingecko,
-    HttpClientRequest.get("/api/v3/coins/bitcoin/market_chart", {
-      urlParams: { vs_currency: "usd", days: "60", interval: "daily" }
-    }),
-    MarketChartBody
-  ).pipe(
-    // The schema already demands RSI_PERIOD + 1 points; none here would still be a failure, not a 50.
-    Effect.flatMap(({ prices }) =>
-      Option.match(wilderRsi(prices.map(([, close]) => close), RSI_PERIOD), {
-        onNone: () =>
-          new UpstreamError({
-            endpoint: "market_chart",
-            reason: UpstreamReason.Decode({ detail: `too few price points for RSI-${RSI_PERIOD}` })
-          }),
-        onSome: (rsi) => Effect.succeed({ rsi_14: rsi })
-      })
+  const idsParam = assets.join(",")
+  const marketsCalls = new Map(currencies.map((currency) => [
+    currency,
+    makeCall(
+      { endpoint: "coins_markets", target: currency },
+      HttpClientRequest.get("/api/v3/coins/markets", {
+        urlParams: {
+          vs_currency: currency,
+          ids: idsParam,
+          per_page: String(PAGE_SIZE),
+          sparkline: "true",
+          price_change_percentage: "24h"
+        }
+      }),
+      MarketsBody
     )
+  ]))
+  const globalCall = makeCall({ endpoint: "global" }, HttpClientRequest.get("/api/v3/global"), GlobalBody)
+  const fearGreedCall = makeCall({ endpoint: "fear_greed" }, HttpClientRequest.get("/fng/", { urlParams: { limit: "1" } }), FearGreedBody)
+  const chartCalls = new Map(assets.map((asset) => [
+    asset,
+    makeCall(
+      { endpoint: "market_chart", target: asset },
+      HttpClientRequest.get(`/api/v3/coins/${encodeURIComponent(asset)}/market_chart`, {
+        urlParams: { vs_currency: firstCurrency, days: "60", interval: "daily" }
+      }),
+      MarketChartBody
+    )
+  ]))
+
+  // --------------------------------------------------------------------------------------------
+  // What is known between rounds
+
+  /** Each asset's daily closes (also in L2, so a restart does not fetch them all again). */
+  const charts = new Map<AssetId, ChartEntry>()
+  /** Assets whose last daily-closes call failed: their RSI rests on older closes until one succeeds. */
+  const chartFailed = new Set<AssetId>()
+  /** Assets the provider answered for; only these get chart calls. */
+  const known = new Set<AssetId>()
+  /** Watched ids the provider does not know (each logged once). */
+  const missing = new Set<AssetId>()
+  /** Currencies `/global` has no totals for (each logged once). */
+  const noTotals = new Set<Currency>()
+  /** Quotes answered with a row that did not decode, logged once until they decode again. */
+  const badRows = new Set<string>()
+  let fearGreedDueAt = Number.NEGATIVE_INFINITY
+
+  yield* Effect.forEach(
+    assets,
+    (asset) =>
+      Effect.map(cache.get(closesKey(asset)), Option.map((entry) => {
+        charts.set(asset, entry)
+        known.add(asset)
+      })),
+    { concurrency: 16, discard: true }
   )
 
-  const fearGreed = call("fear_greed", alternativeMe, HttpClientRequest.get("/fng/", { urlParams: { limit: "1" } }), FearGreedBody)
-    .pipe(Effect.map(({ data }) => ({ fear_greed_index: data[0].value })))
+  // The call budget, for operators: CoinGecko limits by the minute, alternative.me is free.
+  const roundsPerHour = 3_600_000 / intervalMs
+  const coingeckoPerHour = Math.ceil(roundsPerHour * (currencies.length + 1) + assets.length)
+  const perMinute = coingeckoPerHour / 60
+  yield* Effect.logInfo(
+    `upstream call budget: about ${coingeckoPerHour} CoinGecko calls an hour (${
+      currencies.length + 1
+    } a round every ${Duration.format(config.updateInterval)}, and each of ${assets.length} assets' daily closes once an hour), at most 1 an hour to alternative.me; API key ${
+      Option.isSome(config.coingeckoApiKey) ? "set" : "not set"
+    }`
+  ).pipe(
+    Effect.annotateLogs({
+      assets: assets.length,
+      currencies: currencies.length,
+      coingecko_calls_per_hour: coingeckoPerHour,
+      api_key: Option.isSome(config.coingeckoApiKey)
+    })
+  )
+  if (perMinute > perMinuteBudget) {
+    yield* Effect.logWarning(
+      `about ${perMinute.toFixed(1)} CoinGecko calls a minute is more than the ${perMinuteBudget} a minute that ${
+        Option.isSome(config.coingeckoApiKey) ? "the Demo plan allows" : "keyless use tolerates"
+      }: expect 429s; raise UPDATE_INTERVAL, watch fewer CURRENCIES${Option.isSome(config.coingeckoApiKey) ? "" : " or set COINGECKO_API_KEY"}`
+    )
+  }
 
-  const fetch = Effect.fn("Upstream.fetch")(function*(previous: Option.Option<DashboardSummary>) {
-    const results = yield* Effect.all(
-      {
-        simple_price: Effect.either(simplePrice),
-        global: Effect.either(globalMarket),
-        market_chart: Effect.either(marketChart),
-        fear_greed: Effect.either(fearGreed)
-      },
+  // --------------------------------------------------------------------------------------------
+  // One round
+
+  const readMarkets = (currency: Currency) =>
+    Effect.map(marketsCalls.get(currency) ?? Effect.die(`no call for ${currency}`), (rows): MarketsAnswer => {
+      const good = new Map<AssetId, MarketsRow>()
+      const bad = new Map<AssetId, string>()
+      for (const raw of rows) {
+        const id = Schema.decodeUnknownOption(RowId)(raw)
+        if (Option.isNone(id) || !assets.includes(id.value.id)) continue
+        Either.match(Schema.decodeUnknownEither(MarketsRow)(raw), {
+          onLeft: (error) => bad.set(id.value.id, describeParseError(error)),
+          onRight: (row) => good.set(row.id, row)
+        })
+      }
+      return { rows: good, bad }
+    })
+
+  const readTotals = (body: typeof GlobalBody.Type) =>
+    new Map(currencies.flatMap((currency) => {
+      const raw = { total_market_cap: body.data.total_market_cap[currency], total_volume: body.data.total_volume[currency] }
+      if (raw.total_market_cap === undefined && raw.total_volume === undefined) return []
+      return [[currency, Either.mapLeft(Schema.decodeUnknownEither(Totals)(raw), describeParseError)] as const]
+    }))
+
+  const readFearGreed = (now: number) =>
+    Effect.map(fearGreedCall, ({ data }): FearGreedAnswer => {
+      const [latest] = data
+      const untilNext = latest.time_until_update === undefined ? FEAR_GREED_REFRESH_MS : latest.time_until_update * 1000
+      return {
+        value: FearGreed.make({ value: latest.value, label: latest.value_classification }),
+        // At least hourly, and a little after the new value is due, so it is there when asked for.
+        nextAt: now + Math.min(FEAR_GREED_REFRESH_MS, untilNext + 60_000)
+      }
+    })
+
+  const readCharts = (planned: ReadonlyArray<AssetId>) =>
+    Effect.forEach(
+      planned,
+      (asset) => Effect.map(Effect.either(chartCalls.get(asset) ?? Effect.die(`no call for ${asset}`)), (result) => [asset, result] as const),
       { concurrency: "unbounded" }
     )
-    const failures = Arr.getLefts([results.simple_price, results.global, results.market_chart, results.fear_greed])
 
-    /** A call's fields, or the previous summary's when the call failed; none when there is no previous. */
-    const orPrevious = <A>(result: Either.Either<A, UpstreamError>, fromPrevious: (p: DashboardSummary) => A) =>
-      Either.match(result, { onRight: Option.some, onLeft: () => Option.map(previous, fromPrevious) })
-    const merged = Option.all({
-      price: orPrevious(results.simple_price, (p) => ({ btc_price: p.btc_price, btc_change_24h: p.btc_change_24h })),
-      global: orPrevious(results.global, (p) => ({ market_cap: p.market_cap, volume_24h: p.volume_24h })),
-      chart: orPrevious(results.market_chart, (p) => ({ rsi_14: p.rsi_14 })),
-      fearGreed: orPrevious(results.fear_greed, (p) => ({ fear_greed_index: p.fear_greed_index }))
-    })
+  const fetch = Effect.fn("Upstream.fetch")(function*(previous: Option.Option<MarketView>) {
+    const now = yield* Clock.currentTimeMillis
+    const fetchedAt = DateTime.unsafeMake(now)
+    const fearGreedDue = now >= fearGreedDueAt
 
-    // With nothing new at all, the attempt failed: it is not an update that repeats the last one.
-    if (Option.isNone(merged) || failures.length === Object.keys(fieldsOf).length) {
-      return yield* Arr.isNonEmptyReadonlyArray(failures)
-        ? mostTelling(failures)
-        : Effect.dieMessage("Upstream.fetch: a field has neither a value nor a failure")
+    const phaseOne = Effect.all({
+      markets: Effect.forEach(currencies, (currency) => Effect.map(Effect.either(readMarkets(currency)), (r) => [currency, r] as const), {
+        concurrency: "unbounded"
+      }),
+      global: Effect.either(globalCall),
+      fearGreed: fearGreedDue ? Effect.map(Effect.either(readFearGreed(now)), Option.some) : Effect.succeedNone
+    }, { concurrency: "unbounded" })
+    const plan = () => {
+      const watched = assets.filter((asset) => known.has(asset) && !missing.has(asset))
+      const cold = watched.filter((asset) => !charts.has(asset)).length
+      const limit = chartsPerRound({
+        assets: watched.length,
+        cold,
+        intervalMs,
+        otherCalls: currencies.length + 1,
+        perMinuteBudget
+      })
+      return planCharts(watched, charts, now, limit)
+    }
+    // Chart calls go only to assets the provider has answered for: on the first round that is
+    // known after the markets calls, later it is known before, and all calls run at once.
+    const firstRound = known.size === 0
+    const [answers, chartResults] = firstRound
+      ? yield* Effect.flatMap(phaseOne, (one) =>
+        Effect.zipRight(learnAssets(one.markets), Effect.map(Effect.suspend(() => readCharts(plan())), (c) => [one, c] as const)))
+      : yield* Effect.all([phaseOne, readCharts(plan())], { concurrency: "unbounded" })
+    if (!firstRound) yield* learnAssets(answers.markets)
+
+    // Daily closes: keep what came, remember what failed.
+    const chartProblems: Array<UpstreamError> = []
+    for (const [asset, result] of chartResults) {
+      if (Either.isLeft(result)) {
+        chartFailed.add(asset)
+        chartProblems.push(result.left)
+        continue
+      }
+      const entry = ChartEntry.make({
+        closes: result.right.prices,
+        fetched_at: now,
+        next_due_at: nextDueAfter(now, assets.indexOf(asset), assets.length, !charts.has(asset))
+      })
+      charts.set(asset, entry)
+      chartFailed.delete(asset)
+      yield* cache.set(closesKey(asset), entry)
     }
 
-    const staleFields = failures.flatMap((e) => fieldsOf[e.endpoint])
-    // A call not sent because its provider asked to wait is no failure of this attempt.
-    const failed = failures.filter((e) => e.reason._tag !== "Blocked")
-    const summary = DashboardSummary.make({
-      ...merged.value.price,
-      ...merged.value.global,
-      ...merged.value.chart,
-      ...merged.value.fearGreed,
-      last_updated: yield* DateTime.now
+    const prev = Option.getOrUndefined(previous)
+    const problems: Array<UpstreamError> = []
+    const staleCurrencies: Array<Currency> = []
+    const staleQuotes: Array<readonly [Currency, AssetId]> = []
+    const staleTotals: Array<Currency> = []
+
+    // Quotes, per currency and asset.
+    const quotes: Record<Currency, Record<AssetId, Quote>> = {}
+    const infos = new Map<AssetId, AssetInfo>()
+    for (const [currency, result] of answers.markets) {
+      const before = prev?.quotes[currency] ?? {}
+      if (Either.isLeft(result)) {
+        problems.push(result.left)
+        if (Object.keys(before).length > 0) {
+          quotes[currency] = before
+          staleCurrencies.push(currency)
+        }
+        continue
+      }
+      const fresh: Record<AssetId, Quote> = {}
+      for (const asset of assets) {
+        const row = result.right.rows.get(asset)
+        const rowKey = `${currency}/${asset}`
+        if (row !== undefined) {
+          if (badRows.delete(rowKey)) yield* Effect.logInfo("quote decodes again").pipe(Effect.annotateLogs({ currency, asset }))
+          infos.set(asset, AssetInfo.make({ id: asset, symbol: row.symbol, name: row.name }))
+          fresh[asset] = Quote.make({
+            price: row.current_price,
+            change_24h: row.price_change_percentage_24h,
+            // CoinGecko writes 0 for a market cap it does not know.
+            market_cap: row.market_cap === 0 ? null : row.market_cap,
+            volume_24h: row.total_volume,
+            last_updated: row.last_updated ?? fetchedAt,
+            fetched_at: fetchedAt
+          })
+          continue
+        }
+        const bad = result.right.bad.get(asset)
+        if (bad === undefined) continue
+        if (!badRows.has(rowKey)) {
+          badRows.add(rowKey)
+          yield* Effect.logWarning(`coins_markets(${currency}): the row of ${asset} is not plausible: ${bad}`).pipe(
+            Effect.annotateLogs({ currency, asset })
+          )
+        }
+        const old = before[asset]
+        if (old !== undefined) {
+          fresh[asset] = old
+          staleQuotes.push([currency, asset])
+        }
+      }
+      quotes[currency] = fresh
+    }
+
+    // Totals of the whole market, per currency.
+    const totals: Record<Currency, MarketTotals> = {}
+    const keepTotals = (currency: Currency) => {
+      const old = prev?.totals[currency]
+      if (old !== undefined) {
+        totals[currency] = old
+        staleTotals.push(currency)
+      }
+    }
+    if (Either.isLeft(answers.global)) {
+      problems.push(answers.global.left)
+      currencies.forEach(keepTotals)
+    } else {
+      const read = readTotals(answers.global.right)
+      for (const currency of currencies) {
+        const one = read.get(currency)
+        if (one === undefined) {
+          if (!noTotals.has(currency)) {
+            noTotals.add(currency)
+            yield* Effect.logWarning(`global: CoinGecko has no market totals in ${currency}`)
+          }
+          continue
+        }
+        if (Either.isRight(one)) totals[currency] = MarketTotals.make(one.right)
+        else {
+          problems.push(failure({ endpoint: "global" }, UpstreamReason.Decode({ detail: `data.${currency}: ${one.left}` })))
+          keepTotals(currency)
+        }
+      }
+    }
+
+    // Fear & Greed: asked only when a new value exists.
+    let fearGreed = prev?.fear_greed ?? Option.none<FearGreed>()
+    let fearGreedStale = false
+    if (Option.isSome(answers.fearGreed)) {
+      const result = answers.fearGreed.value
+      if (Either.isRight(result)) {
+        fearGreed = Option.some(result.right.value)
+        fearGreedDueAt = result.right.nextAt
+        fearGreedStale = false
+      } else {
+        problems.push(result.left)
+        fearGreedStale = Option.isSome(fearGreed)
+      }
+    }
+
+    // RSI-14 from each asset's closes and its live price in the first currency.
+    const rsi: Record<AssetId, number> = {}
+    const staleRsi: Array<AssetId> = []
+    for (const asset of assets) {
+      const entry = charts.get(asset)
+      const live = quotes[firstCurrency]?.[asset]?.price
+      const value = entry !== undefined && live !== undefined
+        ? Option.getOrUndefined(liveRsi(entry, live, now))
+        : prev?.rsi[asset]
+      if (value === undefined) continue
+      rsi[asset] = value
+      if (chartFailed.has(asset)) staleRsi.push(asset)
+    }
+
+    problems.push(...chartProblems)
+    const answered = answers.markets.some(([, r]) => Either.isRight(r)) || Either.isRight(answers.global) ||
+      Option.exists(answers.fearGreed, Either.isRight) || chartResults.some(([, r]) => Either.isRight(r))
+    // With nothing new at all the round failed: it is not an update that repeats the last one.
+    if (!answered && Arr.isNonEmptyReadonlyArray(problems)) return yield* mostTelling(problems)
+
+    const view = MarketView.make({
+      assets: assets.flatMap((asset) => {
+        if (missing.has(asset)) return []
+        const info = infos.get(asset) ?? prev?.assets.find((a) => a.id === asset)
+        return info === undefined ? [] : [info]
+      }),
+      missing: assets.filter((asset) => missing.has(asset)),
+      quotes,
+      rsi,
+      totals,
+      fear_greed: fearGreed,
+      stale: StaleParts.make({
+        currencies: staleCurrencies,
+        quotes: staleQuotes,
+        rsi: staleRsi,
+        totals: staleTotals,
+        fear_greed: fearGreedStale
+      })
     })
-    const partialFailure = Arr.isNonEmptyReadonlyArray(failed) ? Option.some(mostTelling(failed)) : Option.none()
-    if (failures.length > 0) {
-      yield* Effect.logWarning("some upstream calls failed; their fields keep the previous values").pipe(
-        Effect.annotateLogs({ stale_fields: staleFields.join(","), errors: failures.map((e) => e.message).join("; ") })
+    // A call not sent because its provider asked to wait is no failure of this round.
+    const failed = problems.filter((e) => e.reason._tag !== "Blocked")
+    if (problems.length > 0) {
+      yield* Effect.logWarning("some upstream calls failed; what they feed keeps its last good value").pipe(
+        Effect.annotateLogs({ errors: problems.map((e) => e.message).join("; ") })
       )
     }
-    return { summary, staleFields, partialFailure }
+    return {
+      view,
+      failure: Arr.isNonEmptyReadonlyArray(failed) ? Option.some(mostTelling(failed)) : Option.none(),
+      problems
+    } satisfies MarketFetch
   }, Effect.annotateLogs({ service: "Upstream" }))
+
+  /** Learns which watched ids exist from the currencies that answered; a new missing id is logged once. */
+  const learnAssets = (markets: ReadonlyArray<readonly [Currency, Either.Either<MarketsAnswer, UpstreamError>]>) =>
+    Effect.gen(function*() {
+      const answered = markets.flatMap(([, r]) => (Either.isRight(r) ? [r.right] : []))
+      if (answered.length === 0) return
+      for (const asset of assets) {
+        if (answered.some((a) => a.rows.has(asset) || a.bad.has(asset))) {
+          known.add(asset)
+          if (missing.delete(asset)) yield* Effect.logInfo(`the provider now knows the coin id ${JSON.stringify(asset)}`)
+        } else if (!missing.has(asset)) {
+          missing.add(asset)
+          known.delete(asset)
+          yield* Effect.logWarning(`the provider does not know the coin id ${JSON.stringify(asset)} (ASSETS); it is listed as missing`).pipe(
+            Effect.annotateLogs({ asset })
+          )
+        }
+      }
+    })
 
   return MarketData.of({ fetch, blockedFor: blockedFor("coingecko") })
 })
 
-/** The live market data; needs an `HttpClient` (tests may provide their own). */
-export const UpstreamMarketDataLive: Layer.Layer<MarketData, never, AppConfig | HttpClient.HttpClient> = Layer.scoped(
+/** The live market data; needs an `HttpClient` (tests may provide their own) and the cache. */
+export const UpstreamMarketDataLive: Layer.Layer<MarketData, never, AppConfig | HttpClient.HttpClient | CacheManager> = Layer.scoped(
   MarketData,
   makeUpstreamMarketData
 )
 
 /** The live market data over the platform's `fetch`, which is Bun's in the binary. */
-export const UpstreamMarketDataFetchLive: Layer.Layer<MarketData, never, AppConfig> = UpstreamMarketDataLive.pipe(
+export const UpstreamMarketDataFetchLive: Layer.Layer<MarketData, never, AppConfig | CacheManager> = UpstreamMarketDataLive.pipe(
   Layer.provide(FetchHttpClient.layer)
 )

@@ -5,7 +5,7 @@
  */
 import { Cause, Clock, Effect, Exit, Metric, MetricBoundaries, MetricLabel, Option } from "effect"
 import type { Endpoint, UpstreamError, UpstreamReason } from "../market/MarketData.js"
-import type { UpdateSource } from "../realtime/Protocol.js"
+import type { UpdateSource } from "../state/MarketState.js"
 
 // ---------------------------------------------------------------------------------------------
 // Label values, checked complete against the domain types: a new endpoint, reason or source fails
@@ -37,7 +37,7 @@ const UPDATE_SOURCES = everyValue<UpdateSource>()("scheduled_update", "force_upd
 export type UpdateOutcome = "success" | "partial" | "failure"
 const UPDATE_OUTCOMES = everyValue<UpdateOutcome>()("success", "partial", "failure")
 
-const ENDPOINTS = everyValue<Endpoint>()("simple_price", "global", "market_chart", "fear_greed")
+const ENDPOINTS = everyValue<Endpoint>()("coins_markets", "global", "market_chart", "fear_greed")
 
 export type UpstreamReasonTag = UpstreamReason["_tag"]
 const UPSTREAM_REASON_LABELS: Record<UpstreamReasonTag, string> = {

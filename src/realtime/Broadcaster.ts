@@ -1,18 +1,18 @@
 /**
- * Turns summaries and upstream failures into protocol frames and publishes them on the Bun topic
- * `dashboard`; when clustered, every frame travels through the cluster channel first and each
- * instance relays it to its own topic once. It also holds the latest snapshot in memory, so a
- * connecting socket gets its welcome synchronously, without a cache read or a fiber per connection.
+ * Turns the market state into protocol frames and publishes them on Bun topics, one per currency
+ * (`dashboard:<currency>`). It reads the state and writes only to sockets: every update is encoded
+ * once per currency and published once per topic, never per socket. It also keeps each currency's
+ * latest view encoded, so a connecting socket gets its welcome synchronously.
  */
-import { Clock, DateTime, Duration, Effect, Option, Schema } from "effect"
-import { Cluster } from "../cluster/Cluster.js"
+import { Effect, Option } from "effect"
 import { AppConfig } from "../Config.js"
-import { DashboardSummary, SummarySnapshot } from "../market/DashboardSummary.js"
+import { type Currency, currencyView } from "../market/Watchlist.js"
 import * as Metrics from "../metrics/Metrics.js"
-import { History } from "../updater/History.js"
-import { encodeServerMessage, UpdateSource, WELCOME_TEXT } from "./Protocol.js"
+import { MarketState, type UpdateSource } from "../state/MarketState.js"
+import { type EncodedView, encodeServerMessage, encodeView, updateFrame, welcomeFrame } from "./Protocol.js"
 
-export const DASHBOARD_TOPIC = "dashboard"
+/** The Bun topic of one currency's frames. */
+export const topicOf = (currency: Currency): string => `dashboard:${currency}`
 
 /** What the Broadcaster needs from the server: Bun's native pub/sub, nothing per socket. */
 export interface TopicPublisher {
@@ -20,99 +20,72 @@ export interface TopicPublisher {
   readonly subscriberCount: (topic: string) => number
 }
 
-/** When the updater will try upstream next, and why the last attempt failed, if it did. */
-export interface UpdaterStatus {
-  readonly nextAttemptAt: Option.Option<number>
-  readonly lastError: Option.Option<string>
-}
-
-const encodeSummary = Schema.encodeSync(DashboardSummary)
-
-/** What travels on the cluster channel: the frame as clients get it, and what a relay must know. */
-const ClusterEnvelope = Schema.parseJson(Schema.Union(
-  Schema.Struct({ kind: Schema.Literal("update"), source: UpdateSource, snapshot: SummarySnapshot, frame: Schema.String }),
-  Schema.Struct({ kind: Schema.Literal("error"), error: Schema.String, nextAttemptAt: Schema.NullOr(Schema.Number), frame: Schema.String })
-))
-const encodeEnvelope = Schema.encodeSync(ClusterEnvelope)
-const decodeEnvelope = Schema.decodeUnknownEither(ClusterEnvelope)
-
-interface Latest {
-  readonly snapshot: SummarySnapshot
-  /** The last update frame published, re-sent as is to a socket that drained after missing it. */
-  readonly frame: Option.Option<string>
-  /** The summary in wire form, encoded once per snapshot and reused by every welcome. */
-  readonly data: typeof DashboardSummary.Encoded
-  readonly fetchedAtMillis: number
-}
-
 export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadcaster", {
   effect: Effect.gen(function*() {
     const config = yield* AppConfig
-    const cluster = yield* Cluster
-    const history = yield* History
-    const freshnessMillis = Duration.toMillis(config.freshness)
+    const state = yield* MarketState
+    const topics = config.currencies.map((currency) => [currency, topicOf(currency)] as const)
     let publisher: Option.Option<TopicPublisher> = Option.none()
-    let latest: Option.Option<Latest> = Option.none()
-    let status: UpdaterStatus = { nextAttemptAt: Option.none(), lastError: Option.none() }
+    /** Each currency's view of the latest snapshot, encoded at most once (`viewsSeq` says which snapshot). */
+    let views = new Map<Currency, EncodedView>()
+    let viewsSeq = 0
+    /** The last update frame published per currency, re-sent as is to a socket that drained after missing it. */
+    const lastFrames = new Map<Currency, string>()
 
-    const publishFrame = (frame: string): number =>
-      Option.match(publisher, { onNone: () => 0, onSome: (p) => p.publish(DASHBOARD_TOPIC, frame) })
+    const publish = (topic: string, frame: string): number =>
+      Option.match(publisher, { onNone: () => 0, onSome: (p) => p.publish(topic, frame) })
+    const subscribers = (topic: string): number =>
+      Option.match(publisher, { onNone: () => 0, onSome: (p) => p.subscriberCount(topic) })
 
-    const subscriberCount = (): number =>
-      Option.match(publisher, { onNone: () => 0, onSome: (p) => p.subscriberCount(DASHBOARD_TOPIC) })
-
-    const remember = (snapshot: SummarySnapshot, frame: Option.Option<string>) => {
-      latest = Option.some({
-        snapshot,
-        frame,
-        data: encodeSummary(snapshot.summary),
-        fetchedAtMillis: DateTime.toEpochMillis(snapshot.fetched_at)
+    /** The latest snapshot's view in `currency`, encoded on first use. */
+    const viewOf = (currency: Currency): Option.Option<EncodedView> =>
+      Option.map(state.current(), (snapshot) => {
+        if (viewsSeq !== snapshot.seq) {
+          views = new Map()
+          viewsSeq = snapshot.seq
+        }
+        const cached = views.get(currency)
+        if (cached !== undefined) return cached
+        const encoded = encodeView(currencyView(snapshot, currency), snapshot.seq)
+        views.set(currency, encoded)
+        return encoded
       })
-    }
 
-    /**
-     * Publishes an update on this instance's topic, once: a summary not newer than the latest one
-     * (a duplicate from the channel, or one overtaken) is not sent again.
-     */
-    const deliverUpdate = (snapshot: SummarySnapshot, source: UpdateSource, frame: string) => {
-      if (Option.exists(latest, (l) => Option.isSome(l.frame) && l.snapshot.seq >= snapshot.seq)) return
+    const deliverUpdate = (source: UpdateSource) => {
       const started = performance.now()
-      remember(snapshot, Option.some(frame))
-      // Every instance records what it delivers, so each one can serve the chart's history.
-      Effect.runSync(history.append(snapshot))
-      // `publish` returns bytes, not sockets: the topic's subscribers are the recipients.
-      const recipients = subscriberCount()
-      Metrics.frameSent(publishFrame(frame), frame, recipients)
+      const timestamp = new Date().toISOString()
+      let recipients = 0
+      for (const [currency, topic] of topics) {
+        const view = viewOf(currency)
+        if (Option.isNone(view)) continue
+        const frame = updateFrame(view.value, source, timestamp)
+        lastFrames.set(currency, frame)
+        // `publish` returns bytes, not sockets: the topic's subscribers are the recipients.
+        const count = subscribers(topic)
+        Metrics.frameSent(publish(topic, frame), frame, count)
+        recipients += count
+      }
       Effect.runSync(Metrics.broadcast(source, recipients, (performance.now() - started) / 1000))
     }
 
-    const deliverError = (error: string, nextAttemptAt: Option.Option<number>, frame: string) => {
-      status = { nextAttemptAt: Option.orElse(nextAttemptAt, () => status.nextAttemptAt), lastError: Option.some(error) }
-      Metrics.frameSent(publishFrame(frame), frame, subscriberCount())
+    const deliverError = (error: string, at: number, retryAfterSeconds: number) => {
+      const frame = encodeServerMessage({ type: "error", error, timestamp: new Date(at).toISOString(), retry_after: retryAfterSeconds })
+      for (const [, topic] of topics) Metrics.frameSent(publish(topic, frame), frame, subscribers(topic))
     }
 
-    yield* cluster.onMessage((message) => {
-      const envelope = decodeEnvelope(message)
-      if (envelope._tag === "Left") return
-      const m = envelope.right
-      if (m.kind === "update") deliverUpdate(m.snapshot, m.source, m.frame)
-      else deliverError(m.error, Option.fromNullable(m.nextAttemptAt), m.frame)
+    yield* state.subscribe((event) => {
+      switch (event._tag) {
+        case "Updated":
+          return deliverUpdate(event.source)
+        case "Failed":
+          return deliverError(event.error, event.at, event.retryAfterSeconds)
+        case "Seeded":
+          return
+      }
     })
 
-    /** Age and staleness of the latest snapshot at `now`, for welcomes and `GET /api/dashboard`. */
-    const view = (now: number) =>
-      Option.map(latest, (l) => {
-        const ageMillis = Math.max(0, now - l.fetchedAtMillis)
-        return {
-          snapshot: l.snapshot,
-          data: l.data,
-          ageSeconds: Math.round(ageMillis / 100) / 10,
-          stale: ageMillis >= freshnessMillis || l.snapshot.stale_fields.length > 0
-        }
-      })
-
     return {
-      /** Connects the running server; until then publishing only updates the latest snapshot. */
+      /** Connects the running server; until then updates only refresh the encoded views. */
       attach: (p: TopicPublisher) =>
         Effect.sync(() => {
           publisher = Option.some(p)
@@ -120,39 +93,16 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
       detach: Effect.sync(() => {
         publisher = Option.none()
       }),
-      /** Sets the latest snapshot without telling anyone (a warm start from the cache). */
-      seed: (snapshot: SummarySnapshot) =>
-        Effect.sync(() => remember(snapshot, Option.none())).pipe(Effect.zipRight(history.append(snapshot))),
-      latest: Effect.sync(() => Option.map(latest, (l) => l.snapshot)),
-      view: Effect.map(Clock.currentTimeMillis, view),
-      status: Effect.sync(() => status),
-      setStatus: (next: UpdaterStatus) =>
-        Effect.sync(() => {
-          status = next
-        }),
-      /** Publishes a new summary to every subscriber; returns how many sockets it was handed to. */
-      publishUpdate: Effect.fn("Broadcaster.publishUpdate")(function*(snapshot: SummarySnapshot, source: UpdateSource) {
-        const timestamp = DateTime.formatIso(yield* DateTime.now)
-        const frame = updateFrame(snapshot, source, timestamp)
-        const relayed = yield* cluster.broadcast(encodeEnvelope({ kind: "update", source, snapshot, frame }))
-        if (!relayed) deliverUpdate(snapshot, source, frame)
-        yield* Effect.logDebug("update published").pipe(Effect.annotateLogs({ seq: snapshot.seq, source, relayed }))
-      }),
-      publishError: Effect.fn("Broadcaster.publishError")(function*(error: string, retryAfterSeconds: number) {
-        const now = yield* Clock.currentTimeMillis
-        const frame = encodeServerMessage({ type: "error", error, timestamp: new Date(now).toISOString(), retry_after: retryAfterSeconds })
-        const nextAttemptAt = now + retryAfterSeconds * 1000
-        const relayed = yield* cluster.broadcast(encodeEnvelope({ kind: "error", error, nextAttemptAt, frame }))
-        if (!relayed) deliverError(error, Option.some(nextAttemptAt), frame)
-      }),
       /**
-       * The frames a socket gets when it connects or drains, built synchronously on the socket's
-       * callback: the welcome when a summary exists, else an error saying when data is expected.
+       * The frame a socket gets when it connects or switches currency, built synchronously on the
+       * socket's callback: the welcome when a snapshot exists, else an error saying when data is expected.
        */
-      welcomeFrame: (now: number): string => {
-        const current = view(now)
+      welcomeFrame: (currency: Currency, now: number): string => {
         const timestamp = new Date(now).toISOString()
-        if (Option.isNone(current)) {
+        const fresh = state.freshness(now)
+        const view = viewOf(currency)
+        if (Option.isNone(fresh) || Option.isNone(view)) {
+          const status = state.statusNow()
           const retryAfter = Option.match(status.nextAttemptAt, {
             onNone: () => 1,
             onSome: (at) => Math.max(1, Math.ceil((at - now) / 1000))
@@ -164,38 +114,16 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
             retry_after: retryAfter
           })
         }
-        const { ageSeconds, data, snapshot, stale } = current.value
-        // The summary is already in wire form; this builds the Welcome schema's encoded shape.
-        return JSON.stringify({
-          type: "welcome",
-          data,
-          timestamp,
-          message: WELCOME_TEXT,
-          seq: snapshot.seq,
-          age_seconds: ageSeconds,
-          stale,
-          ...(snapshot.stale_fields.length > 0 ? { stale_fields: snapshot.stale_fields } : {})
-        })
+        return welcomeFrame(view.value, timestamp, fresh.value.ageSeconds, fresh.value.old)
       },
-      /** The latest summary as an update to one socket (answer to `request_update`, or after a drain). */
-      latestUpdateFrame: (now: number, source: UpdateSource): Option.Option<string> =>
-        Option.map(latest, (l) => updateFrame(l.snapshot, source, new Date(now).toISOString())),
-      /** The frame last published, for a socket that may have missed it. */
-      lastPublishedFrame: (): Option.Option<string> => Option.flatMap(latest, (l) => l.frame),
-      /** Whether a connecting client should trigger a background refresh (no summary is not stale). */
-      isStale: (now: number): boolean => Option.exists(latest, (l) => now - l.fetchedAtMillis >= freshnessMillis),
-      subscriberCount
+      /** The latest snapshot as an update to one socket (answer to `request_update`). */
+      latestUpdateFrame: (currency: Currency, now: number, source: UpdateSource): Option.Option<string> =>
+        Option.map(viewOf(currency), (view) => updateFrame(view, source, new Date(now).toISOString())),
+      /** The update frame last published in `currency`, for a socket that may have missed it. */
+      lastPublishedFrame: (currency: Currency): Option.Option<string> => Option.fromNullable(lastFrames.get(currency)),
+      /** Sockets subscribed to any currency's topic. */
+      subscriberCount: (): number => topics.reduce((sum, [, topic]) => sum + subscribers(topic), 0)
     }
   }),
-  dependencies: [AppConfig.Default, History.Default]
+  dependencies: [AppConfig.Default]
 }) {}
-
-const updateFrame = (snapshot: SummarySnapshot, source: UpdateSource, timestamp: string): string =>
-  encodeServerMessage({
-    type: "dashboard_update",
-    data: snapshot.summary,
-    timestamp,
-    source,
-    seq: snapshot.seq,
-    ...(snapshot.stale_fields.length > 0 ? { stale_fields: snapshot.stale_fields } : {})
-  })

@@ -1,37 +1,51 @@
 /**
- * The WebSocket contract (DESIGN.md, "WebSocket"): a Schema for every message either side sends.
- * Formats are the seed's; `seq`, `age_seconds`, `stale` and `stale_fields` are our additions.
+ * The WebSocket contract (docs/ARCHITECTURE.md, "Protocol"): a Schema for every message either side
+ * sends, and the frames themselves, built once per snapshot and currency. Formats are the seed's;
+ * `currency`, `assets`, `market`, `seq`, `age_seconds`, `stale`, `stale_fields` and `stale_paths`
+ * are our additions, and `data` (the seed's summary) is there whenever bitcoin is watched.
  */
 import { Either, ParseResult, Schema } from "effect"
 import { DashboardSummary, SummaryField } from "../market/DashboardSummary.js"
+import { AssetQuote, type CurrencyView, MarketSide } from "../market/Watchlist.js"
+import { UpdateSource } from "../state/UpdateSource.js"
+
+export { UpdateSource }
 
 const Timestamp = Schema.String.annotations({ description: "ISO-8601 UTC time the message was sent" })
 const Seq = Schema.Int.pipe(Schema.positive())
 
 export const WELCOME_TEXT = "Connected to real-time dashboard updates"
 
+/** What every welcome and update says of the market, in the frame's currency. */
+const ViewFields = {
+  currency: Schema.String,
+  assets: Schema.Array(AssetQuote),
+  market: MarketSide,
+  /** The seed's summary of bitcoin in this currency, when bitcoin is watched and all of it is known. */
+  data: Schema.optional(DashboardSummary),
+  /** The seed's names of `data`'s fields that kept an old value. */
+  stale_fields: Schema.optional(Schema.Array(SummaryField)),
+  /** Every value of this currency's view that kept an old value, as a path (`assets.ethereum.rsi_14`). */
+  stale_paths: Schema.optional(Schema.Array(Schema.String))
+}
+
 export const Welcome = Schema.Struct({
   type: Schema.Literal("welcome"),
-  data: DashboardSummary,
+  ...ViewFields,
   timestamp: Timestamp,
   message: Schema.String,
   seq: Seq,
   age_seconds: Schema.Number.pipe(Schema.nonNegative()),
-  stale: Schema.Boolean,
-  stale_fields: Schema.optional(Schema.Array(SummaryField))
+  stale: Schema.Boolean
 })
 export type Welcome = typeof Welcome.Type
 
-export const UpdateSource = Schema.Literal("scheduled_update", "force_update", "request_update", "refresh")
-export type UpdateSource = typeof UpdateSource.Type
-
 export const DashboardUpdate = Schema.Struct({
   type: Schema.Literal("dashboard_update"),
-  data: DashboardSummary,
+  ...ViewFields,
   timestamp: Timestamp,
   source: UpdateSource,
-  seq: Seq,
-  stale_fields: Schema.optional(Schema.Array(SummaryField))
+  seq: Seq
 })
 export type DashboardUpdate = typeof DashboardUpdate.Type
 
@@ -54,7 +68,9 @@ export type ServerMessage = typeof ServerMessage.Type
 
 export const Ping = Schema.Struct({ type: Schema.Literal("ping") })
 export const RequestUpdate = Schema.Struct({ type: Schema.Literal("request_update") })
-export const ClientMessage = Schema.Union(Ping, RequestUpdate)
+/** Switches the socket to another of the server's currencies; answered with a fresh welcome. */
+export const Subscribe = Schema.Struct({ type: Schema.Literal("subscribe"), currency: Schema.String.pipe(Schema.maxLength(32)) })
+export const ClientMessage = Schema.Union(Ping, RequestUpdate, Subscribe)
 export type ClientMessage = typeof ClientMessage.Type
 
 /** Encodes a server message to its JSON text frame. */
@@ -64,6 +80,48 @@ export const encodeServerMessage: (message: ServerMessage) => string = Schema.en
 
 /** Decodes a frame a server sent (used by the client SDK and tests). */
 export const decodeServerMessage = Schema.decodeUnknownEither(Schema.parseJson(ServerMessage))
+
+// ---------------------------------------------------------------------------------------------
+// Frames, encoded once per snapshot and currency
+
+/**
+ * One currency's view in wire form: the members every welcome and update of this snapshot and
+ * currency share, as JSON without its braces, so that a frame is one string concatenation.
+ */
+export interface EncodedView {
+  readonly currency: string
+  readonly seq: number
+  /** `"currency":…,"assets":[…],"market":{…}[,"data":{…}][,"stale_fields":[…]][,"stale_paths":[…]]` */
+  readonly members: string
+  /** Whether any value of this view kept an old value. */
+  readonly hasStaleValues: boolean
+}
+
+const encodeViewFields = Schema.encodeSync(Schema.Struct(ViewFields))
+
+export const encodeView = (view: CurrencyView, seq: number): EncodedView => {
+  const json = JSON.stringify(encodeViewFields({
+    currency: view.currency,
+    assets: view.assets,
+    market: view.market,
+    ...(view.data === undefined ? {} : { data: view.data }),
+    ...(view.staleFields.length > 0 ? { stale_fields: view.staleFields } : {}),
+    ...(view.stalePaths.length > 0 ? { stale_paths: view.stalePaths } : {})
+  }))
+  return { currency: view.currency, seq, members: json.slice(1, -1), hasStaleValues: view.stalePaths.length > 0 }
+}
+
+/** The `welcome` for a view: its age at `now`, stale when older than FRESHNESS (`old`) or holding old values. */
+export const welcomeFrame = (view: EncodedView, timestamp: string, ageSeconds: number, old: boolean): string =>
+  `{"type":"welcome",${view.members},"timestamp":${JSON.stringify(timestamp)},"message":${JSON.stringify(WELCOME_TEXT)},"seq":${view.seq},"age_seconds":${ageSeconds},"stale":${
+    old || view.hasStaleValues
+  }}`
+
+export const updateFrame = (view: EncodedView, source: UpdateSource, timestamp: string): string =>
+  `{"type":"dashboard_update",${view.members},"timestamp":${JSON.stringify(timestamp)},"source":"${source}","seq":${view.seq}}`
+
+// ---------------------------------------------------------------------------------------------
+// Client frames
 
 /** Why a client frame was refused; the text is sent back in an `error` message. */
 export type ClientFrameProblem =
@@ -95,9 +153,11 @@ export const parseClientFrame = (frame: string | Uint8Array): Either.Either<Clie
 export const describeProblem = (problem: ClientFrameProblem): string => {
   switch (problem._tag) {
     case "MalformedJson":
-      return "malformed JSON: expected {\"type\":\"ping\"} or {\"type\":\"request_update\"}"
+      return "malformed JSON: expected {\"type\":\"ping\"}, {\"type\":\"request_update\"} or {\"type\":\"subscribe\",\"currency\":\"…\"}"
     case "UnknownType":
-      return `unknown message type: ${problem.type}`
+      return problem.type === "subscribe"
+        ? "subscribe needs a currency: {\"type\":\"subscribe\",\"currency\":\"eur\"}"
+        : `unknown message type: ${problem.type}`
     case "BinaryFrame":
       return "binary frames are not supported: send JSON text"
   }

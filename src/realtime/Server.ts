@@ -9,9 +9,9 @@ import { Data, Duration, Effect, FiberSet, LogLevel, Option, Redacted, Schedule 
 import { AppConfig } from "../Config.js"
 import { HttpApi } from "../http/HttpApi.js"
 import * as Metrics from "../metrics/Metrics.js"
-import { Updater } from "../updater/Updater.js"
+import { MarketState } from "../state/MarketState.js"
 import dashboardPage from "../web/index.html"
-import { Broadcaster, DASHBOARD_TOPIC } from "./Broadcaster.js"
+import { Broadcaster, topicOf } from "./Broadcaster.js"
 import { describeProblem, encodeServerMessage, parseClientFrame } from "./Protocol.js"
 import { type BucketRule, fullBucket, secondsUntilToken, take, type TokenBucket } from "./TokenBucket.js"
 
@@ -20,6 +20,8 @@ export interface SocketData {
   readonly id: number
   readonly ip: string
   readonly openedAt: number
+  /** The currency whose frames this socket gets; `subscribe` changes it. */
+  currency: string
   /** Any frame: a flood beyond this is answered with an error and costs a strike. */
   readonly messages: TokenBucket
   /** `request_update` answers. */
@@ -58,7 +60,7 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
   scoped: Effect.gen(function*() {
     const config = yield* AppConfig
     const broadcaster = yield* Broadcaster
-    const updater = yield* Updater
+    const state = yield* MarketState
     const api = yield* HttpApi
     const runFork = yield* FiberSet.makeRuntime<never>()
     // Every API request is logged (method, path, status); probes and scrapes opt out in HttpApi.
@@ -76,6 +78,8 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
     let nextSocketId = 1
     let accepting = true
     const allowedOrigins = Option.map(config.allowedOrigins, (origins) => new Set(origins))
+    const currencies = new Set(config.currencies)
+    const [defaultCurrency] = config.currencies
 
     /** Why an upgrade is refused, checked before any socket state is made. */
     const refuseUpgrade = (request: Request, ip: string): Option.Option<Response> => {
@@ -123,7 +127,8 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
       }
       const parsed = parseClientFrame(frame)
       if (parsed._tag === "Left") return refuse(ws, now, describeProblem(parsed.left))
-      switch (parsed.right.type) {
+      const message = parsed.right
+      switch (message.type) {
         case "ping":
           send(ws, encodeServerMessage({ type: "pong", timestamp: new Date(now).toISOString() }))
           return
@@ -132,8 +137,26 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
             Metrics.messageRateLimited("request_update")
             return refuse(ws, now, "rate limited: request_update", secondsUntilToken(ws.data.requests, REQUEST_RULE))
           }
-          const frame = broadcaster.latestUpdateFrame(now, "request_update")
-          send(ws, Option.getOrElse(frame, () => broadcaster.welcomeFrame(now)))
+          const frame = broadcaster.latestUpdateFrame(ws.data.currency, now, "request_update")
+          send(ws, Option.getOrElse(frame, () => broadcaster.welcomeFrame(ws.data.currency, now)))
+          return
+        }
+        case "subscribe": {
+          // Switching costs a request token: a client cannot make the server encode welcomes in a loop.
+          if (!take(ws.data.requests, REQUEST_RULE, now)) {
+            Metrics.messageRateLimited("request_update")
+            return refuse(ws, now, "rate limited: subscribe", secondsUntilToken(ws.data.requests, REQUEST_RULE))
+          }
+          if (!currencies.has(message.currency)) {
+            return refuse(ws, now, `unknown currency ${JSON.stringify(message.currency)}; this server has ${config.currencies.join(", ")}`)
+          }
+          if (message.currency !== ws.data.currency) {
+            ws.unsubscribe(topicOf(ws.data.currency))
+            ws.data.currency = message.currency
+          }
+          // The welcome first, then the topic: no update can arrive before the state it follows.
+          send(ws, broadcaster.welcomeFrame(ws.data.currency, now))
+          ws.subscribe(topicOf(ws.data.currency))
           return
         }
       }
@@ -152,14 +175,14 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
         Metrics.connectionOpened()
         logConnection("connection opened", ws)
         const now = Date.now()
-        send(ws, broadcaster.welcomeFrame(now))
-        ws.subscribe(DASHBOARD_TOPIC)
-        if (broadcaster.isStale(now)) runFork(updater.refreshIfStale)
+        send(ws, broadcaster.welcomeFrame(ws.data.currency, now))
+        ws.subscribe(topicOf(ws.data.currency))
+        if (state.isOld(now)) state.wantRefresh()
       },
       message: onMessage,
       // A socket that was over its backpressure limit missed broadcasts: bring it up to date.
       drain(ws: DashcastSocket) {
-        Option.map(broadcaster.lastPublishedFrame(), (frame) => send(ws, frame))
+        Option.map(broadcaster.lastPublishedFrame(ws.data.currency), (frame) => send(ws, frame))
       },
       // Our own pings carry the time they were sent; Bun's automatic ones are empty.
       pong(_ws: DashcastSocket, data: Buffer) {
@@ -179,6 +202,12 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
     const fetch = (request: Request, server: BunServer<SocketData>): Response | Promise<Response> | undefined => {
       const url = new URL(request.url)
       if (url.pathname === "/ws") {
+        const currency = url.searchParams.get("currency") ?? defaultCurrency
+        if (!currencies.has(currency)) {
+          return Response.json({ error: `unknown currency ${JSON.stringify(currency)}; this server has ${config.currencies.join(", ")}` }, {
+            status: 400
+          })
+        }
         const ip = server.requestIP(request)?.address ?? "unknown"
         const refused = refuseUpgrade(request, ip)
         if (Option.isSome(refused)) return refused.value
@@ -186,6 +215,7 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
           id: nextSocketId++,
           ip,
           openedAt: Date.now(),
+          currency,
           messages: fullBucket(MESSAGE_RULE, Date.now()),
           requests: fullBucket(REQUEST_RULE, Date.now()),
           strikes: fullBucket(STRIKE_RULE, Date.now())

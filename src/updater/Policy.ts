@@ -1,5 +1,5 @@
 /**
- * When the next upstream attempt happens (DESIGN.md, "The schedule"): one `Schedule` fed with the
+ * When the next upstream attempt happens (docs/ARCHITECTURE.md, "The schedule"): one `Schedule` fed with the
  * outcome of each attempt. It counts attempts and consecutive failures, then delays by the rule:
  * the interval while failures stay within the threshold, doubling past it up to the cap, never
  * shorter than an upstream `Retry-After`; the initial load retries sooner, `INITIAL_RETRY_DELAY` apart.

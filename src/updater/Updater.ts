@@ -1,21 +1,21 @@
 /**
- * Keeps the summary fresh: the initial load and background schedule (`Policy`), force updates and
- * stale-while-revalidate refreshes. Every fetch, whoever asks for it, goes through one coalesced
- * round trip, is written to the cache and handed to the Broadcaster.
+ * Keeps the market fresh: the initial load and background schedule (`Policy`), force updates and
+ * stale-while-revalidate refreshes. Every round, whoever asks for it, goes through one coalesced
+ * round trip, is published to the market state (which readers such as the Broadcaster follow)
+ * and written to the cache.
  */
 import { Cause, Clock, Data, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Option, Queue, Ref, Schedule, Stream } from "effect"
 import { CacheManager, cacheKey } from "../cache/CacheManager.js"
 import { Cluster } from "../cluster/Cluster.js"
 import { AppConfig } from "../Config.js"
-import { SummarySnapshot } from "../market/DashboardSummary.js"
-import * as Metrics from "../metrics/Metrics.js"
 import { MarketData, type UpstreamError } from "../market/MarketData.js"
-import { Broadcaster } from "../realtime/Broadcaster.js"
-import type { UpdateSource } from "../realtime/Protocol.js"
+import { MarketSnapshot } from "../market/Watchlist.js"
+import * as Metrics from "../metrics/Metrics.js"
+import { MarketState, type UpdateSource } from "../state/MarketState.js"
 import { Attempt, type Decision, updateDecisions } from "./Policy.js"
 
 /** The latest snapshot, kept long enough to survive restarts and outages (its age is shown). */
-export const SummaryKey = cacheKey("dashboard:summary", SummarySnapshot, "7 days")
+export const SnapshotKey = cacheKey("market:snapshot", MarketSnapshot, "7 days")
 
 /**
  * A force update or refresh that may not call upstream now: within `MIN_FETCH_GAP` of the last
@@ -35,12 +35,13 @@ export class RefreshTooSoon extends Data.TaggedError("RefreshTooSoon")<{
 
 /**
  * The end of one upstream round that published a snapshot. `failure` is set when some calls
- * failed: their fields kept their last good values (`stale_fields`), and the schedule counts the
- * round as failed.
+ * failed and the schedule counts the round as failed; `problems` lists every call that failed or
+ * was held (what they feed kept its last good value and is named in the snapshot's stale parts).
  */
 export interface Round {
-  readonly snapshot: SummarySnapshot
+  readonly snapshot: MarketSnapshot
   readonly failure: Option.Option<UpstreamError>
+  readonly problems: ReadonlyArray<UpstreamError>
 }
 
 export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
@@ -48,7 +49,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     const config = yield* AppConfig
     const market = yield* MarketData
     const cache = yield* CacheManager
-    const broadcaster = yield* Broadcaster
+    const state = yield* MarketState
     const cluster = yield* Cluster
     const minGapMillis = Duration.toMillis(config.minFetchGap)
     const freshnessMillis = Duration.toMillis(config.freshness)
@@ -58,10 +59,10 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     )
 
     // A warm start: the last snapshot from the cache is served at once, marked with its age.
-    const cached = yield* cache.get(SummaryKey)
+    const cached = yield* cache.get(SnapshotKey)
     if (Option.isSome(cached)) {
-      yield* broadcaster.seed(cached.value)
-      yield* Effect.logInfo("serving the cached summary until the first fetch").pipe(
+      yield* state.seed(cached.value)
+      yield* Effect.logInfo("serving the cached snapshot until the first fetch").pipe(
         Effect.annotateLogs({ seq: cached.value.seq, fetched_at: DateTime.formatIso(cached.value.fetched_at) })
       )
     }
@@ -80,30 +81,29 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         // Cluster-wide gap: a scheduled call always takes it; a force update or refresh must win it.
         const wait = yield* cluster.claimFetch(config.minFetchGap, source === "scheduled_update")
         if (Option.isSome(wait)) return yield* new RefreshTooSoon({ retryAfter: wait.value, reason: "min_fetch_gap" })
-        const previous = yield* broadcaster.latest
-        const fetched = yield* market.fetch(Option.map(previous, (p) => p.summary)).pipe(
+        const previous = yield* state.latest
+        const fetched = yield* market.fetch(Option.map(previous, (p) => p.view)).pipe(
           Effect.tapError((error) =>
             Effect.zipRight(
               Metrics.updateOutcome("failure"),
-              Effect.flatMap(broadcaster.status, (status) => broadcaster.setStatus({ ...status, lastError: Option.some(error.message) }))
+              Effect.flatMap(state.status, (status) => state.setStatus({ ...status, lastError: Option.some(error.message) }))
             )
           )
         )
-        const snapshot = SummarySnapshot.make({
-          summary: fetched.summary,
+        const snapshot = MarketSnapshot.make({
+          view: fetched.view,
           seq: yield* cluster.nextSeq(Option.match(previous, { onNone: () => 0, onSome: (p) => p.seq })),
-          fetched_at: yield* DateTime.now,
-          stale_fields: fetched.staleFields
+          fetched_at: yield* DateTime.now
         })
         // Clients first: a slow or failing L2 write must not delay the broadcast.
-        yield* broadcaster.publishUpdate(snapshot, source)
-        yield* cache.set(SummaryKey, snapshot)
-        yield* Metrics.updateOutcome(Option.isSome(fetched.partialFailure) ? "partial" : "success")
-        const failure = fetched.partialFailure
+        yield* state.publish(snapshot, source)
+        yield* cache.set(SnapshotKey, snapshot)
+        yield* Metrics.updateOutcome(fetched.problems.length > 0 ? "partial" : "success")
+        const failure = fetched.failure
         if (Option.isSome(failure)) {
-          yield* Effect.flatMap(broadcaster.status, (status) => broadcaster.setStatus({ ...status, lastError: Option.some(failure.value.message) }))
+          yield* Effect.flatMap(state.status, (status) => state.setStatus({ ...status, lastError: Option.some(failure.value.message) }))
         }
-        return { snapshot, failure: fetched.partialFailure } satisfies Round
+        return { snapshot, failure, problems: fetched.problems } satisfies Round
       }).pipe(Effect.withSpan("Updater.fetch", { attributes: { source } }))
 
     /**
@@ -156,16 +156,16 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const nextAttemptAt = Option.some(now + Duration.toMillis(decision.delay))
-        const status = yield* broadcaster.status
+        const status = yield* state.status
         yield* Metrics.consecutiveFailures(decision.failures)
         if (Attempt.$is("Success")(decision.last)) {
-          return yield* broadcaster.setStatus({ nextAttemptAt, lastError: Option.none() })
+          return yield* state.setStatus({ nextAttemptAt, lastError: Option.none() })
         }
-        yield* broadcaster.setStatus({ ...status, nextAttemptAt })
+        yield* state.setStatus({ ...status, nextAttemptAt })
         if (decision.failures === config.maxConsecutiveFailures + 1) yield* Metrics.backoffEntered
         const retryAfter = Math.ceil(Duration.toMillis(decision.delay) / 1000)
         const reason = Option.getOrElse(status.lastError, () => "unknown error")
-        yield* broadcaster.publishError(`Failed to fetch market data: ${reason}`, retryAfter)
+        yield* state.publishError(`Failed to fetch market data: ${reason}`, retryAfter)
         yield* Effect.logWarning(`upstream fetch failed: ${reason}; next attempt in ${retryAfter} s`).pipe(
           Effect.annotateLogs({ consecutive_failures: decision.failures })
         )
@@ -186,7 +186,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     const takeoverDelay = Effect.gen(function*() {
       if (cluster.kind === "standalone") return Duration.zero
       const now = yield* Clock.currentTimeMillis
-      const latest = yield* broadcaster.latest
+      const latest = yield* state.latest
       return Option.match(latest, {
         onNone: () => Duration.zero,
         onSome: (l) =>
@@ -210,7 +210,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
       })
 
     /**
-     * The schedule (DESIGN.md, "The schedule"): every round's outcome, scheduled or not, is the
+     * The schedule (docs/ARCHITECTURE.md, "The schedule"): every round's outcome, scheduled or not, is the
      * next input of the same `Schedule`, and the next scheduled round follows the delay it decides.
      * So a force update that succeeds resets the failures and puts the next attempt one
      * `UPDATE_INTERVAL` after it.
@@ -242,6 +242,31 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
       return wait > 0 ? Option.some(Duration.millis(wait)) : Option.none()
     })
 
+    /**
+     * Stale-while-revalidate: asked for when a client connects to an old snapshot. Starts one
+     * background refresh, unless one runs or the gap or the provider forbids it.
+     */
+    const refreshIfStale = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const latest = yield* state.latest
+      const fresh = Option.exists(latest, (l) => now - DateTime.toEpochMillis(l.fetched_at) < freshnessMillis)
+      if (fresh || Option.isNone(latest) || Option.isSome(inFlight) || Option.isSome(yield* gapRemaining)) return false
+      if (Option.isSome(yield* market.blockedFor)) return false
+      const refresh = yield* claimFetch("refresh")
+      yield* refresh.pipe(
+        // Another instance refreshed within the gap: its update reaches us through the channel.
+        Effect.catchTag("RefreshTooSoon", () => Effect.void),
+        Effect.catchTag("UpstreamError", (error) => Effect.logWarning(`background refresh failed: ${error.message}`)),
+        Effect.catchAllCause((cause) => (Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("background refresh failed", cause))),
+        FiberSet.run(background)
+      )
+      return true
+    })
+    const runInBackground = yield* FiberSet.makeRuntime<never>()
+    yield* state.onRefreshWanted(() => {
+      runInBackground(refreshIfStale)
+    })
+
     return {
       /**
        * A fetch on demand (`POST /api/dashboard/refresh`), refused within `MIN_FETCH_GAP` and while
@@ -255,27 +280,8 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         if (Option.isSome(wait)) return yield* new RefreshTooSoon({ retryAfter: wait.value, reason: "min_fetch_gap" })
         return yield* fetchCoalesced("force_update")
       }),
-      /**
-       * Stale-while-revalidate: called when a client connects. When the summary is older than
-       * `FRESHNESS`, starts one background refresh, unless one runs or the gap or the provider forbids it.
-       */
-      refreshIfStale: Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        const latest = yield* broadcaster.latest
-        const fresh = Option.exists(latest, (l) => now - DateTime.toEpochMillis(l.fetched_at) < freshnessMillis)
-        if (fresh || Option.isNone(latest) || Option.isSome(inFlight) || Option.isSome(yield* gapRemaining)) return false
-        if (Option.isSome(yield* market.blockedFor)) return false
-        const refresh = yield* claimFetch("refresh")
-        yield* refresh.pipe(
-          // Another instance refreshed within the gap: its update reaches us through the channel.
-          Effect.catchTag("RefreshTooSoon", () => Effect.void),
-          Effect.catchTag("UpstreamError", (error) => Effect.logWarning(`background refresh failed: ${error.message}`)),
-          Effect.catchAllCause((cause) => (Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("background refresh failed", cause))),
-          FiberSet.run(background)
-        )
-        return true
-      })
+      refreshIfStale
     }
   }),
-  dependencies: [Broadcaster.Default, CacheManager.Default]
+  dependencies: [MarketState.Default, CacheManager.Default]
 }) {}

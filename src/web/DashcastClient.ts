@@ -11,6 +11,11 @@
  * client.onStatus((status) => console.log(status.state, status.upstream?.retryAfter))
  * // later
  * client.close()
+ *
+ * // The whole watchlist, in euros, switching to dollars later without reconnecting.
+ * const watch = connect("wss://dash.example.com/ws", { currency: "eur" })
+ * watch.onMarket(({ currency, assets }) => console.log(currency, assets.map((a) => `${a.symbol} ${a.price}`)))
+ * watch.setCurrency("usd")
  * ```
  *
  * The timing rules are pure functions (`backoffDelay`, `heartbeatStep`, `classifySeq`) and the
@@ -20,7 +25,8 @@
 import { Clock, Effect, Either, Option, Queue, Random, Schema } from "effect"
 import type { DashboardSummary, SummaryField } from "../market/DashboardSummary.js"
 import { decodeServerMessage, type ServerMessage, type UpdateSource } from "../realtime/Protocol.js"
-import { type HistoryPoint, HistoryResponse } from "../updater/History.js"
+import { type HistoryPoint, HistoryResponse } from "../history/HistoryPoint.js"
+import type { AssetQuote, MarketSide } from "../market/Watchlist.js"
 
 // ---------------------------------------------------------------------------------------------
 // Public types
@@ -57,6 +63,27 @@ export interface SummaryEvent {
   /** When this client received it (epoch ms, this machine's clock). */
   readonly receivedAt: number
   /** When the server fetched it, on this machine's clock (a welcome says how old it is). */
+  readonly fetchedAt: number
+}
+
+/**
+ * Everything a welcome or an update says, in the client's currency: every watched asset, the
+ * market, and the seed's `summary` of bitcoin when the server has it.
+ */
+export interface MarketEvent {
+  readonly currency: string
+  readonly assets: ReadonlyArray<AssetQuote>
+  readonly market: MarketSide
+  readonly summary: DashboardSummary | undefined
+  readonly seq: number
+  readonly source: "welcome" | UpdateSource
+  /** The server marked the snapshot old, or some values kept their last good value. */
+  readonly stale: boolean
+  /** The seed's names of `summary`'s fields that are stale. */
+  readonly staleFields: ReadonlyArray<SummaryField>
+  /** Paths of every stale value (`assets.ethereum.rsi_14`, `currencies.eur`, `market.fear_greed_index`). */
+  readonly stalePaths: ReadonlyArray<string>
+  readonly receivedAt: number
   readonly fetchedAt: number
 }
 
@@ -97,15 +124,33 @@ export interface ConnectOptions {
   readonly WebSocket?: WebSocketConstructor
   /** Visibility and network signals; the document's in a browser, none elsewhere. */
   readonly signals?: PageSignals
+  /** The currency to ask for (`?currency=` on the socket URL); the server's first by default. */
+  readonly currency?: string
 }
 
 export interface DashcastClient {
-  /** Calls `listener` with every new summary (and at once with the latest one); returns unsubscribe. */
+  /** Calls `listener` with every new snapshot in the client's currency (and at once with the latest); returns unsubscribe. */
+  readonly onMarket: (listener: (event: MarketEvent) => void) => () => void
+  /** Calls `listener` with every new bitcoin summary (and at once with the latest one); returns unsubscribe. */
   readonly onSummary: (listener: (event: SummaryEvent) => void) => () => void
   /** Calls `listener` on every status change (and at once with the current one); returns unsubscribe. */
   readonly onStatus: (listener: (status: DashcastStatus) => void) => () => void
   readonly status: () => DashcastStatus
+  /** The newest bitcoin summary (events without the seed's `data` leave it as it was). */
   readonly latest: () => SummaryEvent | undefined
+  /** The newest snapshot in the client's currency. */
+  readonly latestMarket: () => MarketEvent | undefined
+  /**
+   * The currency of the events: the one asked for (`undefined`, the server's default, until the
+   * first frame names it); after `setCurrency`, the new one once its welcome has arrived.
+   */
+  readonly currency: () => string | undefined
+  /**
+   * Switches to another of the server's currencies without reconnecting; the next event is its
+   * welcome. A currency the server refuses (an `error` frame, in `status().lastError`) leaves the
+   * client in the currency it had.
+   */
+  readonly setCurrency: (currency: string) => void
   /** Asks the server for the latest summary (ignored while not connected). */
   readonly requestUpdate: () => void
   /** Closes the connection for good; no more callbacks are made. */
@@ -166,10 +211,19 @@ export const classifySeq = (last: number | undefined, seq: number): SeqOrder =>
 // Helpers for pages and programs
 
 /** `ws(s)://host/ws` for a page or server address such as `location.href` or `http://host:8080/`. */
-export const dashboardSocketUrl = (base: string | URL): string => {
+export const dashboardSocketUrl = (base: string | URL, currency?: string): string => {
   const url = new URL("/ws", base)
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:"
+  if (currency !== undefined) url.searchParams.set("currency", currency)
   return url.href
+}
+
+/** The socket URL with `currency` asked for, replacing one already there. */
+const withCurrency = (url: string, currency: string | undefined): string => {
+  if (currency === undefined || !URL.canParse(url)) return url
+  const parsed = new URL(url)
+  parsed.searchParams.set("currency", currency)
+  return parsed.href
 }
 
 const decodeHistory = Schema.decodeUnknownEither(HistoryResponse)
@@ -228,10 +282,18 @@ type Signal =
   | { readonly _tag: "SocketError"; readonly id: number }
   | { readonly _tag: "PageChanged" }
   | { readonly _tag: "RequestUpdate" }
+  | { readonly _tag: "SetCurrency"; readonly currency: string }
   | { readonly _tag: "Close" }
 
 type Phase =
-  | { readonly _tag: "Connecting"; readonly id: number; readonly socket: WebSocketLike; readonly startedAt: number }
+  | {
+    readonly _tag: "Connecting"
+    readonly id: number
+    readonly socket: WebSocketLike
+    readonly startedAt: number
+    /** The currency this socket's URL asked for. */
+    readonly asked: string | undefined
+  }
   | {
     readonly _tag: "Open"
     readonly id: number
@@ -243,8 +305,15 @@ type Phase =
   | { readonly _tag: "Waiting"; readonly until: number }
   | { readonly _tag: "Closed" }
 
+/** One welcome or update, as both events: every snapshot is a market event, one with `data` also a summary. */
+interface Received {
+  readonly market: MarketEvent
+  readonly summary: SummaryEvent | undefined
+}
+
 const PING = JSON.stringify({ type: "ping" })
 const REQUEST_UPDATE = JSON.stringify({ type: "request_update" })
+const subscribeFrame = (currency: string) => JSON.stringify({ type: "subscribe", currency })
 
 const report = (error: unknown) => {
   if (typeof reportError === "function") reportError(error)
@@ -282,12 +351,19 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
     Queue.unsafeOffer(inbox, signal)
   }
   const summaryListeners = new Set<(event: SummaryEvent) => void>()
+  const marketListeners = new Set<(event: MarketEvent) => void>()
   const statusListeners = new Set<(status: DashcastStatus) => void>()
 
   let status: DashcastStatus = { state: "connecting", attempt: 0, reconnectAt: undefined, lastError: undefined, upstream: undefined }
-  let latest: SummaryEvent | undefined
-  /** The newest summary received while the page was hidden, delivered when it shows again. */
-  let held: SummaryEvent | undefined
+  let latest: Received | undefined
+  /** The newest summary, which an event without the seed's data leaves as it was. */
+  let latestSummary: SummaryEvent | undefined
+  /** The newest snapshot (and summary) received while the page was hidden, delivered when it shows again. */
+  let held: Partial<Received> = {}
+  /** The currency of the frames applied (asked for, until a frame names it). */
+  let currency = options.currency ?? (URL.canParse(url) ? new URL(url).searchParams.get("currency") ?? undefined : undefined)
+  /** A currency asked for with `setCurrency` whose welcome has not arrived yet. */
+  let switchingTo: string | undefined
   let lastSeq: number | undefined
   let phase: Phase = { _tag: "Waiting", until: Number.NEGATIVE_INFINITY }
   let hidden = signals.hidden()
@@ -310,10 +386,21 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
   const disconnectedState = (attempt: number): ConnectionState =>
     offline || attempt >= settings.offlineAfter ? "offline" : attempt === 0 ? "connecting" : "reconnecting"
 
-  const deliver = (event: SummaryEvent) => {
-    latest = event
-    if (hidden) held = event
-    else notify(summaryListeners, event)
+  const publish = (received: Partial<Received>) => {
+    if (received.market !== undefined) notify(marketListeners, received.market)
+    if (received.summary !== undefined) notify(summaryListeners, received.summary)
+  }
+
+  const deliver = (received: Received) => {
+    if (latest !== undefined && latest.market.currency !== received.market.currency) {
+      // Another currency: a summary of the one before is no longer the latest of anything.
+      latestSummary = undefined
+      held = {}
+    }
+    latest = received
+    latestSummary = received.summary ?? latestSummary
+    if (hidden) held = { market: received.market, summary: received.summary ?? held.summary }
+    else publish(received)
   }
 
   const closeSocket = (socket: WebSocketLike, code?: number, reason?: string) => {
@@ -336,7 +423,7 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
       let socket: WebSocketLike
       try {
         if (Ctor === undefined) throw new Error("no WebSocket implementation: pass options.WebSocket")
-        socket = new Ctor(url)
+        socket = new Ctor(withCurrency(url, switchingTo ?? currency))
       } catch (error) {
         // A malformed URL or no WebSocket at all: reported as the attempt's error, retried like one.
         return yield* fail(now, `cannot open ${url}: ${error instanceof Error ? error.message : String(error)}`)
@@ -346,7 +433,7 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
       socket.addEventListener("close", (event: { readonly code: number; readonly reason: string }) =>
         offer({ _tag: "SocketClosed", id, code: event.code, reason: event.reason }))
       socket.addEventListener("error", () => offer({ _tag: "SocketError", id }))
-      phase = { _tag: "Connecting", id, socket, startedAt: now }
+      phase = { _tag: "Connecting", id, socket, startedAt: now, asked: switchingTo ?? currency }
       setStatus({ state: disconnectedState(failures), reconnectAt: undefined })
     })
 
@@ -375,48 +462,90 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
     onMessage(now, decoded.right)
   }
 
+  /**
+   * A frame as both events. `stale` is the welcome's own flag (an old snapshot, or any stale value
+   * of its currency, as the server sets it); an update's summary is stale only for its own fields,
+   * so that another asset's stale value does not mark bitcoin's summary.
+   */
+  const receivedOf = (
+    message: Extract<ServerMessage, { type: "welcome" | "dashboard_update" }>,
+    source: MarketEvent["source"],
+    stale: boolean,
+    receivedAt: number,
+    fetchedAt: number
+  ): Received => {
+    const staleFields = message.stale_fields ?? []
+    const stalePaths = message.stale_paths ?? []
+    const market: MarketEvent = {
+      currency: message.currency,
+      assets: message.assets,
+      market: message.market,
+      summary: message.data,
+      seq: message.seq,
+      source,
+      stale: stale || staleFields.length > 0 || stalePaths.length > 0,
+      staleFields,
+      stalePaths,
+      receivedAt,
+      fetchedAt
+    }
+    const summary: SummaryEvent | undefined = message.data === undefined ? undefined : {
+      summary: message.data,
+      seq: message.seq,
+      source,
+      stale: stale || staleFields.length > 0,
+      staleFields,
+      receivedAt,
+      fetchedAt
+    }
+    return { market, summary }
+  }
+
   const onMessage = (now: number, message: ServerMessage) => {
     switch (message.type) {
       case "welcome": {
-        // A new connection: whatever it says is the server's current state (a restarted server
-        // without a persistent cache may even start its sequence again).
+        // A new connection or currency: whatever it says is the server's current state (a restarted
+        // server without a persistent cache may even start its sequence again).
+        if (message.currency === switchingTo) switchingTo = undefined
+        else if (currency !== undefined && message.currency !== currency) return
+        currency = message.currency
         lastSeq = message.seq
-        const staleFields = message.stale_fields ?? []
         if (!message.stale) setStatus({ upstream: undefined })
-        deliver({
-          summary: message.data,
-          seq: message.seq,
-          source: "welcome",
-          stale: message.stale || staleFields.length > 0,
-          staleFields,
-          receivedAt: now,
-          fetchedAt: now - message.age_seconds * 1000
-        })
+        deliver(receivedOf(message, "welcome", message.stale, now, now - message.age_seconds * 1000))
         return
       }
       case "dashboard_update": {
+        if (message.currency === switchingTo) {
+          // Switched, but the server had no data for a welcome: this update is the first in the new currency.
+          switchingTo = undefined
+          currency = message.currency
+          lastSeq = undefined
+        } else if (switchingTo !== undefined) {
+          // The old currency's last frames, on their way before the server switched.
+          return
+        } else {
+          // Without a welcome yet (the server had no data when this socket connected), the first
+          // update names the server's default currency.
+          currency ??= message.currency
+          if (message.currency !== currency) return
+        }
         const order = classifySeq(lastSeq, message.seq)
         if (order === "old") return
         lastSeq = message.seq
-        // Updates carry full summaries, so the newest one is applied; the request makes sure
+        // Updates carry full snapshots, so the newest one is applied; the request makes sure
         // nothing newer was lost in the gap as well.
         if (order === "gap") send(REQUEST_UPDATE)
-        const staleFields = message.stale_fields ?? []
         setStatus({ upstream: undefined })
-        deliver({
-          summary: message.data,
-          seq: message.seq,
-          source: message.source,
-          stale: staleFields.length > 0,
-          staleFields,
-          receivedAt: now,
-          fetchedAt: now
-        })
+        deliver(receivedOf(message, message.source, false, now, now))
         return
       }
       case "error": {
-        if (message.retry_after === undefined) setStatus({ lastError: `server: ${message.error}` })
-        else setStatus({ upstream: { error: message.error, retryAfter: message.retry_after, receivedAt: now } })
+        // The client only sends pings, update requests and subscriptions: an error without a retry
+        // time while switching is the server refusing the currency (unknown, or not a currency).
+        if (message.retry_after === undefined) {
+          switchingTo = undefined
+          setStatus({ lastError: `server: ${message.error}` })
+        } else setStatus({ upstream: { error: message.error, retryAfter: message.retry_after, receivedAt: now } })
         return
       }
       case "pong":
@@ -435,11 +564,9 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
     if (phase._tag === "Open" && shown) {
       // Timers were paused while hidden: start the silence count again and catch up.
       phase = { ...phase, lastFrameAt: now, lastPingAt: now }
-      if (held !== undefined) {
-        const event = held
-        held = undefined
-        notify(summaryListeners, event)
-      }
+      const received = held
+      held = {}
+      publish(received)
       send(REQUEST_UPDATE)
     } else if (phase._tag === "Waiting" && !hidden && (shown || backOnline)) {
       phase = { _tag: "Waiting", until: now }
@@ -492,8 +619,11 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
       switch (signal._tag) {
         case "Opened":
           if (phase._tag === "Connecting" && phase.id === signal.id) {
+            const asked = phase.asked
             phase = { _tag: "Open", id: signal.id, socket: phase.socket, openedAt: now, lastFrameAt: now, lastPingAt: now }
             setStatus({ state: "live", attempt: 0, reconnectAt: undefined, lastError: undefined })
+            // A currency chosen while this socket was opening, after its URL was made.
+            if (switchingTo !== undefined && switchingTo !== asked) send(subscribeFrame(switchingTo))
           }
           return
         case "Frame":
@@ -516,6 +646,13 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
           return
         case "RequestUpdate":
           send(REQUEST_UPDATE)
+          return
+        case "SetCurrency":
+          if (signal.currency === (switchingTo ?? currency)) return
+          switchingTo = signal.currency
+          // Open: switch on this connection; otherwise the next connection asks for it in its URL
+          // (or subscribes once open, if its URL was made before).
+          send(subscribeFrame(signal.currency))
           return
         case "Close":
           if (phase._tag === "Open" || phase._tag === "Connecting") closeSocket(phase.socket, 1000, "client closed")
@@ -549,9 +686,16 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
   }).pipe(Effect.scoped)
 
   const client: DashcastClient = {
+    onMarket: (listener) => {
+      marketListeners.add(listener)
+      if (latest !== undefined && !hidden) listener(latest.market)
+      return () => {
+        marketListeners.delete(listener)
+      }
+    },
     onSummary: (listener) => {
       summaryListeners.add(listener)
-      if (latest !== undefined && !hidden) listener(latest)
+      if (latestSummary !== undefined && !hidden) listener(latestSummary)
       return () => {
         summaryListeners.delete(listener)
       }
@@ -564,11 +708,15 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
       }
     },
     status: () => status,
-    latest: () => latest,
+    latest: () => latestSummary,
+    latestMarket: () => latest?.market,
+    currency: () => currency,
+    setCurrency: (next) => offer({ _tag: "SetCurrency", currency: next }),
     requestUpdate: () => offer({ _tag: "RequestUpdate" }),
     close: () => {
       closed = true
       summaryListeners.clear()
+      marketListeners.clear()
       statusListeners.clear()
       offer({ _tag: "Close" })
     }

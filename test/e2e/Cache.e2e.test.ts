@@ -1,21 +1,30 @@
 /**
- * The compiled binary's cache from outside (DESIGN.md "Data flow" and "Freshness"): a warm start
- * after a crash serves the last summary at once, a broken SQLite file or a Redis outage degrades to
- * memory without stopping anything, and a burst of connections to stale data makes one upstream
- * round trip.
+ * The compiled binary's cache from outside (docs/ARCHITECTURE.md "Data flow" and "Freshness"): a
+ * warm start after a crash serves the last snapshot at once, to every currency's clients; a broken
+ * SQLite file or a Redis outage degrades to memory without stopping anything; and a burst of
+ * connections to stale data makes one upstream round trip.
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { RedisClient } from "bun"
 import { Effect, Exit, Scope } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import type { ServerMessage } from "../../src/realtime/Protocol.js"
 import { ensureBinary, isType, openWs, startBinary, stopAllBinaries, tempDir, waitFor, type WsClient } from "../support/Binary.js"
 import { Fault, startFakeUpstream } from "../support/FakeUpstream.js"
 import { makeRedisServer } from "../support/RedisServer.js"
 import { hasTool } from "../support/SystemTools.js"
-import { ENDPOINTS, expectedMarket, isUpdate, marketOf } from "./Market.js"
+import { assetOf, ENDPOINTS, expectedAsset, expectedMarket, isUpdate, marketOf } from "./Market.js"
 
-const SUMMARY_KEY = "dashcast:cache:dashboard:summary"
+const SNAPSHOT_KEY = "dashcast:cache:market:snapshot"
+
+/** The seed's summary of a welcome or update: it must be there (bitcoin is watched). */
+const dataOf = (message: ServerMessage) => {
+  if ((message.type !== "welcome" && message.type !== "dashboard_update") || message.data === undefined) {
+    throw new Error(`expected a frame with the seed's data, got ${JSON.stringify(message)}`)
+  }
+  return message.data
+}
 
 const isWarning = (pattern: RegExp) => (log: { logLevel: string; message: unknown }) =>
   log.logLevel === "WARN" && pattern.test(String(log.message))
@@ -48,7 +57,9 @@ describe.concurrent("dashcast binary: cache", () => {
       expect(client.frames()[0]).toBe(welcome)
       expect(connectToWelcomeMs, `connect -> welcome took ${connectToWelcomeMs.toFixed(0)} ms`).toBeLessThan(500)
       expect(welcome.message.seq).toBe(before.seq)
+      expect(welcome.message.data).toBeDefined()
       expect(welcome.message.data).toEqual(before.data)
+      expect(welcome.message.assets).toEqual(before.assets)
       expect(welcome.message.stale).toBe(true)
       const age = (Date.parse(welcome.message.timestamp) - Date.parse(before.timestamp)) / 1000
       expect(welcome.message.age_seconds).toBeGreaterThanOrEqual(1.2)
@@ -58,8 +69,70 @@ describe.concurrent("dashcast binary: cache", () => {
       // Clients also hear that upstream fails, with the time of the next attempt.
       const error = await client.waitFor(isType("error"), { label: "the error of the failing initial load", timeoutMs: 4_000 })
       expect(error.message.retry_after).toBeGreaterThan(0)
-      // The restarted process did ask upstream, which only ever failed: the summary came from the cache.
+      // The restarted process did ask upstream, which only ever failed: the snapshot came from the cache.
       expect(fake.requests().length).toBeGreaterThan(requestsBefore)
+    } finally {
+      await fake.stop()
+    }
+  })
+
+  it("after kill -9, a restart with upstream failing welcomes every currency's clients at once with that currency's cached prices", async () => {
+    const fake = startFakeUpstream()
+    const assets = ["bitcoin", "ethereum"]
+    const currencies = ["usd", "eur"]
+    try {
+      const env = {
+        ...fake.env,
+        ASSETS: assets.join(","),
+        CURRENCIES: currencies.join(","),
+        CACHE_PATH: path.join(tempDir(), "cache.sqlite"),
+        UPDATE_INTERVAL: "1 hour"
+      }
+      const first = await startBinary({ env })
+      await first.ready()
+      const values = fake.values()
+      const before = await (async () => {
+        using client = openWs(first.wsUrl)
+        return (await client.waitFor(isType("welcome"), { label: "the first process's welcome" })).message
+      })()
+      await first.kill9()
+
+      // Every upstream answer is held (and would fail): nothing the restarted process asks can finish
+      // before the welcomes, which must come from the cache alone.
+      for (const endpoint of ENDPOINTS) fake.fail(endpoint, Fault.ServerError({}))
+      fake.hold()
+      const requestsBefore = fake.requests().length
+      await using second = await startBinary({ env: { ...env, INITIAL_RETRY_DELAY: "1 seconds" } })
+      await fake.waitForRequests(requestsBefore + 1)
+      using eur = openWs(`${second.wsUrl}?currency=eur`)
+      using usd = openWs(`${second.wsUrl}?currency=usd`)
+      const welcomes = {
+        eur: await eur.waitFor(isType("welcome"), { label: "the eur welcome", timeoutMs: 2_000 }),
+        usd: await usd.waitFor(isType("welcome"), { label: "the usd welcome", timeoutMs: 2_000 })
+      }
+      // Upstream was asked before the sockets opened, and nothing it was asked has been answered.
+      const asked = fake.requests().slice(requestsBefore)
+      expect(asked.length).toBeGreaterThan(0)
+      for (const currency of currencies) {
+        const welcome = welcomes[currency as keyof typeof welcomes]
+        expect(welcome.message).toMatchObject({ currency, seq: before.seq })
+        expect(welcome.message.assets.map(assetOf), currency).toEqual(assets.map((id) => expectedAsset(values, id, currency)))
+        expect(marketOf(dataOf(welcome.message)), currency).toEqual(expectedMarket(values, currency))
+        expect(welcome.message.market).toMatchObject({
+          total_market_cap: values.totals[currency]?.marketCap,
+          total_volume: values.totals[currency]?.volume,
+          fear_greed_index: values.fearGreed
+        })
+      }
+      expect(welcomes.eur.message.assets[0]?.price).not.toBe(welcomes.usd.message.assets[0]?.price)
+      expect(eur.frames()).toHaveLength(1)
+      expect(usd.frames()).toHaveLength(1)
+      // Released, every call fails: both currencies' clients hear it, and keep what they have.
+      fake.release()
+      for (const client of [eur, usd]) {
+        const error = await client.waitFor(isType("error"), { label: "the error of the failing initial load", timeoutMs: 4_000 })
+        expect(error.message.retry_after).toBeGreaterThan(0)
+      }
     } finally {
       await fake.stop()
     }
@@ -80,10 +153,10 @@ describe.concurrent("dashcast binary: cache", () => {
       await app.ready()
       using client = openWs(app.wsUrl)
       const welcome = await client.waitFor(isType("welcome"), { label: "welcome" })
-      expect(marketOf(welcome.message.data)).toEqual(expectedMarket(fake.values()))
+      expect(marketOf(dataOf(welcome.message))).toEqual(expectedMarket(fake.values()))
       // Still running, still updating: two more scheduled updates, one warning for the whole outage.
       const update = await client.waitFor(isUpdate("scheduled_update", welcome.message.seq + 2), { label: "two more updates" })
-      expect(marketOf(update.message.data)).toEqual(expectedMarket(fake.values()))
+      expect(marketOf(dataOf(update.message))).toEqual(expectedMarket(fake.values()))
       expect((await app.fetch("/healthz")).status).toBe(200)
       expect(app.exitCode()).toBeNull()
       expect(app.logs().filter(unavailable)).toHaveLength(1)
@@ -94,13 +167,13 @@ describe.concurrent("dashcast binary: cache", () => {
   })
 
   describe.skipIf(!hasTool("redis-server"))("with REDIS_URL", () => {
-    it("survives Redis going away under it and writes the summary again once Redis is back, without a restart", async () => {
+    it("survives Redis going away under it and writes the snapshot again once Redis is back, without a restart", async () => {
       const fake = startFakeUpstream()
       const scope = Effect.runSync(Scope.make())
-      const readSummaryKey = async (url: string): Promise<{ seq: number } | undefined> => {
+      const readSnapshotKey = async (url: string): Promise<{ seq: number } | undefined> => {
         const redis = new RedisClient(url, { autoReconnect: false, connectionTimeout: 1_000 })
         try {
-          const raw = await redis.get(SUMMARY_KEY)
+          const raw = await redis.get(SNAPSHOT_KEY)
           return raw === null ? undefined : (JSON.parse(raw.slice(raw.indexOf(" ") + 1)) as { seq: number })
         } catch {
           return undefined
@@ -118,7 +191,7 @@ describe.concurrent("dashcast binary: cache", () => {
         const expected = expectedMarket(fake.values())
         using early = openWs(app.wsUrl)
         await early.waitFor(isType("welcome"), { label: "welcome" })
-        expect(await waitFor(() => readSummaryKey(redis.url), "the summary key in Redis")).toMatchObject({ seq: 1 })
+        expect(await waitFor(() => readSnapshotKey(redis.url), "the snapshot key in Redis")).toMatchObject({ seq: 1 })
 
         await Effect.runPromise(redis.stop)
         // Connected clients keep receiving scheduled updates.
@@ -134,7 +207,7 @@ describe.concurrent("dashcast binary: cache", () => {
         const welcome = await late.waitFor(() => true, { label: "the first frame with Redis down" })
         if (welcome.message.type !== "welcome") throw new Error(`expected a welcome, got ${welcome.raw}`)
         expect(welcome.message.seq).toBeGreaterThanOrEqual(scheduled.message.seq)
-        expect(marketOf(welcome.message.data)).toEqual(expected)
+        expect(marketOf(dataOf(welcome.message))).toEqual(expected)
 
         // A force update works and reaches everyone (asked right after a scheduled one, so it is not coalesced into it).
         const next = await early.waitFor(isUpdate("scheduled_update", welcome.message.seq + 1), { label: "the next scheduled update" })
@@ -144,12 +217,12 @@ describe.concurrent("dashcast binary: cache", () => {
         expect(forcedBody.seq).toBe(next.message.seq + 1)
         for (const client of [early, late]) {
           const update = await client.waitFor(isUpdate("force_update", forcedBody.seq), { label: "the force update" })
-          expect(marketOf(update.message.data)).toEqual(expected)
+          expect(marketOf(dataOf(update.message))).toEqual(expected)
         }
 
-        // Redis is back (empty, same port): the same process writes the summary again.
+        // Redis is back (empty, same port): the same process writes the snapshot again.
         await Effect.runPromise(redis.start)
-        const written = await waitFor(() => readSummaryKey(redis.url), "the summary key written again", 15_000, 100)
+        const written = await waitFor(() => readSnapshotKey(redis.url), "the snapshot key written again", 15_000, 100)
         expect(written.seq).toBeGreaterThan(forcedBody.seq)
         await app.waitForLog((l) => l.logLevel === "INFO" && /L2 cache available again/.test(String(l.message)), "the recovery log")
         expect(app.exitCode()).toBeNull()
@@ -173,9 +246,14 @@ describe("dashcast binary: a burst of connections to stale data", () => {
         env: { ...fake.env, FRESHNESS: "1 seconds", MIN_FETCH_GAP: "1 seconds", UPDATE_INTERVAL: "1 hour", UPSTREAM_TIMEOUT: "30 seconds" }
       })
       await app.ready()
-      await Bun.sleep(1_300) // the summary is now older than FRESHNESS and MIN_FETCH_GAP has passed
+      await Bun.sleep(1_300) // the snapshot is now older than FRESHNESS and MIN_FETCH_GAP has passed
+      // The initial round: every call once (one currency, one asset's chart, Fear & Greed).
       const initial = fake.requests().length
       expect(initial).toBe(ENDPOINTS.length)
+      const counts = () => Object.fromEntries(ENDPOINTS.map((e) => [e, fake.requestsTo(e).length - 1]))
+      // A refresh round asks for markets and totals; the chart (hourly) and Fear & Greed (when
+      // alternative.me has a new value) are not due again yet.
+      const oneRefresh = { coins_markets: 1, global: 1, market_chart: 0, fear_greed: 0 }
 
       // Upstream answers slowly: the refresh is held until every client has its welcome.
       fake.hold()
@@ -191,10 +269,9 @@ describe("dashcast binary: a burst of connections to stale data", () => {
         expect(w.message).toMatchObject({ seq: 1, stale: true })
       }
       // Every client was welcomed while the one refresh was still waiting on upstream.
-      await fake.waitForRequests(initial + ENDPOINTS.length)
+      await fake.waitForRequests(initial + 2)
       await Bun.sleep(200)
-      const counts = () => Object.fromEntries(ENDPOINTS.map((e) => [e, fake.requestsTo(e).length - 1]))
-      expect(counts()).toEqual({ simple_price: 1, global: 1, market_chart: 1, fear_greed: 1 })
+      expect(counts()).toEqual(oneRefresh)
       fake.release()
 
       const refreshes = await Promise.all(
@@ -204,10 +281,10 @@ describe("dashcast binary: a burst of connections to stale data", () => {
       const expected = expectedMarket(fake.values())
       for (const [i, r] of refreshes.entries()) {
         expect(r.message.seq).toBe(2)
-        expect(marketOf(r.message.data)).toEqual(expected)
+        expect(marketOf(dataOf(r.message))).toEqual(expected)
         expect(clients[i]!.messages().filter(isType("dashboard_update"))).toHaveLength(1)
       }
-      expect(counts()).toEqual({ simple_price: 1, global: 1, market_chart: 1, fear_greed: 1 })
+      expect(counts()).toEqual(oneRefresh)
     } finally {
       for (const c of clients) c.close()
       await fake.stop()

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
 import { ensureBinary, isType, openWs, startBinary, stopAllBinaries, waitFor } from "../support/Binary.js"
-import { Fault, type MarketValues, startFakeUpstream } from "../support/FakeUpstream.js"
+import { type AssetValues, Fault, type FakeUpstream, startFakeUpstream } from "../support/FakeUpstream.js"
 import { expectedMarket, isUpdate, marketOf } from "./Market.js"
 
 const ADMIN_TOKEN = "e2e-admin-token-0123456789"
@@ -23,15 +23,55 @@ const memoryOf = (pid: number) => {
 }
 
 describe.concurrent("the binary keeps implausible upstream values away from clients", () => {
-  const cases: ReadonlyArray<readonly [string, Partial<MarketValues>, RegExp, ReadonlyArray<string>]> = [
-    ["a price of 1e308", { btcPrice: 1e308 }, /simple_price: unexpected response: bitcoin\.usd: 1e\+308 is above the plausible price maximum/, ["btc_price", "btc_change_24h"]],
-    ["a 24h change of 1e6 %", { btcChange24h: 1e6 }, /bitcoin\.usd_24h_change: 1000000 % is above the plausible maximum 10000 %/, ["btc_price", "btc_change_24h"]],
-    ["a 24h change of -100 %", { btcChange24h: -100 }, /bitcoin\.usd_24h_change: -100 % is not above -100 %/, ["btc_price", "btc_change_24h"]],
-    ["a market cap of 1e19", { totalMarketCap: 1e19 }, /global: unexpected response: data\.total_market_cap\.usd: 10000000000000000000 is above/, ["market_cap", "volume_24h"]],
-    ["a negative volume", { totalVolume: -5 }, /global: unexpected response: data\.total_volume\.usd: Expected a non-negative number, actual -5/, ["market_cap", "volume_24h"]]
+  interface Case {
+    readonly name: string
+    readonly bad: (fake: FakeUpstream) => void
+    /** The warning that names the refused value: a refused row is logged alone, a failed call with the round's failures. */
+    readonly warning: { readonly message: RegExp } | { readonly errors: RegExp }
+    readonly staleFields: ReadonlyArray<string>
+    readonly stalePaths: ReadonlyArray<string>
+  }
+  const bitcoin = (fake: FakeUpstream, change: Partial<AssetValues>) => fake.setAsset("bitcoin", change)
+  const usdPrice = (fake: FakeUpstream, price: number) => bitcoin(fake, { prices: { ...fake.values().assets["bitcoin"]!.prices, usd: price } })
+  const totals = (fake: FakeUpstream, change: Partial<{ marketCap: number; volume: number }>) =>
+    fake.setValues({ totals: { ...fake.values().totals, usd: { ...fake.values().totals["usd"]!, ...change } } })
+  // A bad row spoils one quote (the row of bitcoin in usd): the call answered, so the round is no failure.
+  const ROW = { staleFields: ["btc_price", "btc_change_24h"], stalePaths: ["assets.bitcoin"] } as const
+  const TOTALS = { staleFields: ["market_cap", "volume_24h"], stalePaths: ["market.total_market_cap", "market.total_volume"] } as const
+  const cases: ReadonlyArray<Case> = [
+    {
+      name: "a price of 1e308",
+      bad: (fake) => usdPrice(fake, 1e308),
+      warning: { message: /^coins_markets\(usd\): the row of bitcoin is not plausible: current_price: 1e\+308 is above the plausible price maximum 1000000000000$/ },
+      ...ROW
+    },
+    {
+      name: "a 24h change of 1e6 %",
+      bad: (fake) => bitcoin(fake, { change24h: 1e6 }),
+      warning: { message: /the row of bitcoin is not plausible: price_change_percentage_24h: 1000000 % is above the plausible maximum 10000 %$/ },
+      ...ROW
+    },
+    {
+      name: "a 24h change of -100 %",
+      bad: (fake) => bitcoin(fake, { change24h: -100 }),
+      warning: { message: /the row of bitcoin is not plausible: price_change_percentage_24h: -100 % is not above -100 %$/ },
+      ...ROW
+    },
+    {
+      name: "a market cap of 1e19",
+      bad: (fake) => totals(fake, { marketCap: 1e19 }),
+      warning: { errors: /^global: unexpected response: data\.usd: total_market_cap: 10000000000000000000 is above the plausible maximum 1000000000000000000$/ },
+      ...TOTALS
+    },
+    {
+      name: "a negative volume",
+      bad: (fake) => totals(fake, { volume: -5 }),
+      warning: { errors: /^global: unexpected response: data\.usd: total_volume: Expected a non-negative number, actual -5$/ },
+      ...TOTALS
+    }
   ]
-  for (const [name, bad, error, stale] of cases) {
-    it(`${name}: the call fails, its fields keep their last good values, the value is logged`, async () => {
+  for (const c of cases) {
+    it(`${c.name}: only what it feeds keeps its last good values and is named stale, the value is logged`, async () => {
       const fake = startFakeUpstream()
       try {
         await using app = await startBinary({ env: { ...fake.env, ADMIN_TOKEN, MIN_FETCH_GAP: "0 seconds", UPDATE_INTERVAL: "1 hour" } })
@@ -39,24 +79,36 @@ describe.concurrent("the binary keeps implausible upstream values away from clie
         using client = openWs(app.wsUrl)
         await client.waitFor(isType("welcome"), { label: "welcome" })
         const good = expectedMarket(fake.values())
-        fake.setValues(bad)
+        c.bad(fake)
 
         // A force update publishes what is good, keeps the rest, and says what was refused.
         const response = await app.fetch("/api/dashboard/refresh", { method: "POST", headers: bearer })
         expect(response.status).toBe(200)
-        const body = (await response.json()) as { stale_fields: ReadonlyArray<string>; error: string; data: Record<string, number> }
-        expect(body.stale_fields).toEqual(stale)
-        expect(body.error).toMatch(error)
+        const body = (await response.json()) as { stale_fields: ReadonlyArray<string>; stale_paths: ReadonlyArray<string>; error?: string }
+        expect(body.stale_fields).toEqual(c.staleFields)
+        expect(body.stale_paths).toEqual(c.stalePaths)
         const update = await client.waitFor(isUpdate("force_update"), { label: "the force update" })
-        expect(update.message.stale_fields).toEqual(stale)
-        for (const field of stale) expect(marketOf(update.message.data)[field as keyof typeof good]).toBe(good[field as keyof typeof good])
-        const warning = await app.waitForLog(
-          (log) => log.logLevel === "WARN" && error.test(String(log.annotations["errors"])),
-          "the warning naming the refused value"
-        )
-        expect(warning.message).toMatch(/some upstream calls failed/)
+        expect(update.message.stale_fields).toEqual(c.staleFields)
+        expect(update.message.stale_paths).toEqual(c.stalePaths)
+        // Every value is the last good one: the refused one is not shown, nothing else changed.
+        expect(update.message.data && marketOf(update.message.data)).toEqual(good)
+        if ("message" in c.warning) {
+          // Not a failed call: the answer's other rows were good.
+          expect(body.error).toBeUndefined()
+          const pattern = c.warning.message
+          const warning = await app.waitForLog((log) => log.logLevel === "WARN" && pattern.test(String(log.message)), "the warning naming the refused value")
+          expect(warning.annotations).toMatchObject({ currency: "usd", asset: "bitcoin" })
+        } else {
+          const pattern = c.warning.errors
+          expect(body.error).toMatch(new RegExp(`^some upstream calls failed: ${pattern.source.slice(1)}`))
+          const warning = await app.waitForLog(
+            (log) => log.logLevel === "WARN" && pattern.test(String(log.annotations["errors"])),
+            "the warning naming the refused value"
+          )
+          expect(warning.message).toMatch(/some upstream calls failed/)
+        }
         // Nothing implausible reached anyone.
-        for (const frame of client.messages()) expect(JSON.stringify(frame)).not.toMatch(/e\+308|1000000[,}]|1e\+19|10000000000000000000/)
+        for (const frame of client.frames()) expect(frame.raw).not.toMatch(/e\+308|1000000[,}]|1e\+19|10000000000000000000|-100[,}]|:-5[,}]/)
       } finally {
         await fake.stop()
       }
@@ -72,12 +124,13 @@ describe.concurrent("the binary caps upstream bodies", () => {
         await using app = await startBinary({ env: { ...fake.env, ADMIN_TOKEN, MIN_FETCH_GAP: "0 seconds", UPDATE_INTERVAL: "1 hour" } })
         await app.ready()
         const idle = memoryOf(app.pid)
-        fake.fail("simple_price", Fault.Huge({ bytes: 300 * 1024 * 1024, declareLength }))
+        fake.fail("coins_markets", Fault.Huge({ bytes: 300 * 1024 * 1024, declareLength }))
         const response = await app.fetch("/api/dashboard/refresh", { method: "POST", headers: bearer, signal: AbortSignal.timeout(20_000) })
-        const body = (await response.json()) as { error: string; stale_fields: ReadonlyArray<string> }
+        const body = (await response.json()) as { error: string; stale_fields: ReadonlyArray<string>; stale_paths: ReadonlyArray<string> }
         expect(response.status).toBe(200)
         expect(body.stale_fields).toEqual(["btc_price", "btc_change_24h"])
-        expect(body.error).toMatch(/simple_price: body larger than 2097152 bytes/)
+        expect(body.stale_paths).toEqual(["currencies.usd"])
+        expect(body.error).toBe("some upstream calls failed: coins_markets(usd): body larger than 2097152 bytes")
         // It stopped reading: the fake produced a small part of the body (what socket buffers took).
         await Bun.sleep(200)
         expect(fake.sentBytes()).toBeLessThan(32 * 1024 * 1024)
@@ -92,7 +145,13 @@ describe.concurrent("the binary caps upstream bodies", () => {
 })
 
 describe.concurrent("a provider's Retry-After and rounds outside the schedule", () => {
-  it("refuses a force update inside CoinGecko's Retry-After with 429 and the seconds left, and sends nothing", async () => {
+  /** An hour from now in CoinGecko's `x-ratelimit-reset` format (`2025-07-25 14:54:00 +0000`). */
+  const resetInAnHour = () => new Date(Date.now() + 3_600_000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " +0000")
+  const waits: ReadonlyArray<readonly [string, () => Fault]> = [
+    ["Retry-After", () => Fault.RateLimited({ retryAfter: "3600" })],
+    ["x-ratelimit-reset", () => Fault.RateLimited({ rateLimitReset: resetInAnHour() })]
+  ]
+  for (const [header, fault] of waits) it(`refuses a force update inside CoinGecko's ${header} with 429 and the seconds left, and sends nothing`, async () => {
     const fake = startFakeUpstream()
     try {
       await using app = await startBinary({
@@ -101,10 +160,12 @@ describe.concurrent("a provider's Retry-After and rounds outside the schedule", 
       await app.ready()
       using client = openWs(app.wsUrl)
       await client.waitFor(isType("welcome"), { label: "welcome" })
-      fake.fail("simple_price", Fault.RateLimited({ retryAfter: "3600" }), { times: 1 })
+      fake.fail("coins_markets", fault(), { times: 1 })
       const error = await client.waitFor(isType("error"), { label: "the error after the 429", timeoutMs: 6_000 })
       if (error.message.type !== "error") throw new Error("unreachable")
-      expect(error.message.retry_after).toBeGreaterThanOrEqual(3599)
+      // The reset time has whole seconds: up to one less than asked.
+      expect(error.message.retry_after).toBeGreaterThanOrEqual(3598)
+      expect(error.message.retry_after).toBeLessThanOrEqual(3600)
       const sent = fake.requests().length
 
       await Bun.sleep(1_100) // past MIN_FETCH_GAP: only the provider's wait can refuse now
@@ -141,7 +202,8 @@ describe.concurrent("a provider's Retry-After and rounds outside the schedule", 
       await app.ready()
       using client = openWs(app.wsUrl)
       await client.waitFor(isType("welcome"), { label: "welcome" })
-      for (const endpoint of ["simple_price", "global", "market_chart", "fear_greed"] as const) fake.fail(endpoint, Fault.ServerError({}), { times: 2 })
+      // A round within the hour asks coins/markets and /global only: both fail, twice.
+      for (const endpoint of ["coins_markets", "global"] as const) fake.fail(endpoint, Fault.ServerError({}), { times: 2 })
       // Two forced failures past a threshold of 0: the schedule backs off to 80 s (20 * 2^2).
       for (let i = 0; i < 2; i++) expect((await app.fetch("/api/dashboard/refresh", { method: "POST", headers: bearer })).status).toBe(502)
       const backedOff = (await (await app.fetch("/api/dashboard")).json()) as { next_update_at: string }
@@ -161,30 +223,46 @@ describe.concurrent("a provider's Retry-After and rounds outside the schedule", 
     }
   })
 
-  it("a 429 from alternative.me holds Fear & Greed calls only: prices keep their interval", async () => {
+  it("a 429 from alternative.me holds its index only: prices keep their interval, the index comes after the wait", async () => {
     const fake = startFakeUpstream()
+    // The index is asked for in the first round and then about hourly: the 429 comes in the first round.
+    fake.fail("fear_greed", Fault.RateLimited({ retryAfter: "4" }), { times: 1 })
     try {
-      await using app = await startBinary({ env: { ...fake.env, UPDATE_INTERVAL: "1 seconds", MAX_CONSECUTIVE_FAILURES: "5" } })
+      await using app = await startBinary({
+        env: { ...fake.env, UPDATE_INTERVAL: "1 seconds", INITIAL_RETRY_DELAY: "1 seconds", MAX_CONSECUTIVE_FAILURES: "5" }
+      })
       await app.ready()
+      const limitedAt = fake.requestsTo("fear_greed")[0]!.time
       using client = openWs(app.wsUrl)
-      await client.waitFor(isType("welcome"), { label: "welcome" })
-      fake.fail("fear_greed", Fault.RateLimited({ retryAfter: "4" }), { times: 1 })
-      const limitedAt = await waitFor(() => fake.requestsTo("fear_greed").length >= 2 ? Date.now() : undefined, "the 429", 5_000)
-      const first = await client.waitFor((m) => m.type === "dashboard_update" && (m.stale_fields ?? []).includes("fear_greed_index"), {
-        label: "an update with the index stale"
+      const welcome = await client.waitFor(isType("welcome"), { label: "welcome" })
+      // Never known yet: absent (not zero, not stale), so the seed's summary is not complete either.
+      expect(welcome.message.market).toEqual({
+        total_market_cap: fake.values().totals["usd"]?.marketCap,
+        total_volume: fake.values().totals["usd"]?.volume
       })
-      // Within the 4 s, prices go on every second while alternative.me is not called.
-      await Bun.sleep(2_500)
-      const firstSeq = first.message.type === "dashboard_update" ? first.message.seq : Number.POSITIVE_INFINITY
-      const during = client.messages().filter(isType("dashboard_update")).filter((m) => m.seq > firstSeq)
-      expect(during.length).toBeGreaterThanOrEqual(2)
-      expect(fake.requestsTo("fear_greed").filter((r) => r.time > limitedAt)).toEqual([])
-      // Then the index is fetched again and nothing is stale.
-      await client.waitFor((m) => m.type === "dashboard_update" && m.stale_fields === undefined && m.seq > firstSeq, {
-        label: "a fresh update after the Retry-After",
-        timeoutMs: 6_000
+      expect(welcome.message.data).toBeUndefined()
+      expect(welcome.message.assets.map((a) => a.id)).toEqual(["bitcoin"])
+
+      const indexed = await client.waitFor((m) => m.type === "dashboard_update" && m.market.fear_greed_index !== undefined, {
+        label: "the first update with the index",
+        timeoutMs: 8_000
       })
-      expect(fake.requestsTo("fear_greed").filter((r) => r.time > limitedAt).length).toBeGreaterThanOrEqual(1)
+      if (indexed.message.type !== "dashboard_update") throw new Error("unreachable")
+      expect(indexed.message.market).toMatchObject({ fear_greed_index: 54, fear_greed_label: "Neutral" })
+      expect(indexed.message.data && marketOf(indexed.message.data)).toEqual(expectedMarket(fake.values()))
+      expect(indexed.message.stale_fields).toBeUndefined()
+      expect(indexed.message.stale_paths).toBeUndefined()
+      // alternative.me was asked again only once its 4 s were over (less the round trip of the 429)...
+      const [, again, ...more] = fake.requestsTo("fear_greed")
+      expect(more).toEqual([])
+      expect(again!.time - limitedAt).toBeGreaterThanOrEqual(3_900)
+      // ...while CoinGecko was asked every second, and every round was published.
+      const pricesBetween = fake.requestsTo("coins_markets").filter((r) => r.time > limitedAt && r.time < again!.time)
+      expect(pricesBetween.length).toBeGreaterThanOrEqual(3)
+      const indexedSeq = indexed.message.seq
+      const updatesBefore = client.messages().filter(isType("dashboard_update")).filter((m) => m.seq < indexedSeq)
+      expect(updatesBefore.length).toBeGreaterThanOrEqual(2)
+      for (const u of updatesBefore) expect(u.market.fear_greed_index).toBeUndefined()
     } finally {
       await fake.stop()
     }

@@ -104,7 +104,7 @@ const FAMILIES: ReadonlyArray<readonly [string, string]> = [
   ["dashcast_websocket_sent_bytes_total", "counter"]
 ]
 
-const ENDPOINTS = ["simple_price", "global", "market_chart", "fear_greed"] as const
+const ENDPOINTS = ["coins_markets", "global", "market_chart", "fear_greed"] as const
 const SOURCES = ["scheduled_update", "force_update", "request_update", "refresh"] as const
 
 const withExporter = <A, E>(self: Effect.Effect<A, E, MetricsExporter>) => Effect.provide(self, MetricsExporter.Default)
@@ -126,7 +126,7 @@ describe("Metrics", () => {
       for (const outcome of ["success", "partial", "failure"]) expect(series("dashcast_updates_total", { outcome })).toBe(true)
       for (const endpoint of ENDPOINTS) {
         expect(series("dashcast_upstream_fetch_duration_seconds_count", { endpoint })).toBe(true)
-        for (const reason of ["timeout", "http_status", "rate_limited", "decode", "network"]) {
+        for (const reason of ["timeout", "http_status", "rate_limited", "blocked", "too_large", "decode", "network"]) {
           expect(series("dashcast_upstream_errors_total", { endpoint, reason })).toBe(true)
         }
       }
@@ -289,7 +289,7 @@ describe("Metrics", () => {
       expect(delta("dashcast_upstream_fetch_duration_seconds_bucket", { endpoint: "market_chart", le: "0.5" })).toBe(1)
       expect(delta("dashcast_upstream_errors_total", { endpoint: "global", reason: "timeout" })).toBe(1)
       expect(delta("dashcast_upstream_errors_total", { endpoint: "global", reason: "rate_limited" })).toBe(1)
-      expect(delta("dashcast_upstream_errors_total", { endpoint: "simple_price", reason: "timeout" })).toBe(0)
+      expect(delta("dashcast_upstream_errors_total", { endpoint: "coins_markets", reason: "timeout" })).toBe(0)
       expect(delta("dashcast_rate_limited_total", { kind: "upstream_429" })).toBe(1)
       expect(delta("dashcast_rate_limited_total", { kind: "force_update" })).toBe(1)
       expect(delta("dashcast_backoffs_total")).toBe(1)

@@ -7,9 +7,11 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { DateTime, Effect, Exit, Option, Schedule, Scope } from "effect"
+import type { DashboardSummary } from "../../src/market/DashboardSummary.js"
+import type { MarketSnapshot } from "../../src/market/Watchlist.js"
 import { REQUEST_RULE } from "../../src/realtime/Server.js"
 import * as TestServer from "../support/TestServer.js"
-import { makeSummary, makeUpstreamError } from "../support/TestServer.js"
+import { makeSummary, makeUpstreamError, marketFields, summaryView } from "../support/TestServer.js"
 import * as WsClient from "../support/WsClient.js"
 import { isType } from "../support/WsClient.js"
 
@@ -30,29 +32,27 @@ const pollUntil = <A>(done: (a: A) => boolean) => <E, R>(self: Effect.Effect<A, 
     Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("condition not met within 5 seconds") })
   )
 
-/** The wire form of a summary, as the JSON of a frame carries it. */
-const wire = (summary: ReturnType<typeof makeSummary>) => ({
-  btc_price: summary.btc_price,
-  btc_change_24h: summary.btc_change_24h,
-  market_cap: summary.market_cap,
-  volume_24h: summary.volume_24h,
-  fear_greed_index: summary.fear_greed_index,
-  rsi_14: summary.rsi_14,
-  last_updated: DateTime.formatIso(summary.last_updated)
+/**
+ * The wire form of a summary as the JSON of a frame carries it: its market fields, and as
+ * `last_updated` the time dashcast fetched the snapshot (as the seed's server did).
+ */
+const wire = (summary: DashboardSummary, snapshot: MarketSnapshot) => ({
+  ...marketFields(summary),
+  last_updated: DateTime.formatIso(snapshot.fetched_at)
 })
 
 describe("WebSocket /ws", () => {
   it.scopedLive("sends a welcome first, with the seven summary fields, seq, age, staleness and the seed's text", () =>
     Effect.gen(function*() {
-      const first = makeSummary({ btc_price: 61_234.5, fear_greed_index: 12, last_updated: DateTime.unsafeMake("2025-08-21T08:30:00Z") })
-      const server = yield* TestServer.start({ first })
+      const first = makeSummary({ btc_price: 61_234.5, fear_greed_index: 12 })
+      const server = yield* TestServer.start({ first: summaryView(first) })
       const client = yield* WsClient.connect(server.wsUrl)
 
       const welcome = yield* client.next()
       expect(welcome.message.type).toBe("welcome")
       const raw = JSON.parse(welcome.raw)
       expect(Object.keys(raw.data).sort()).toEqual(SUMMARY_FIELDS)
-      expect(raw.data).toEqual(wire(first))
+      expect(raw.data).toEqual(wire(first, yield* server.awaitSeq(1)))
       expect(raw.message).toBe("Connected to real-time dashboard updates")
       expect(raw.seq).toBe(1)
       expect(raw.stale).toBe(false)
@@ -63,7 +63,7 @@ describe("WebSocket /ws", () => {
 
   it.scopedLive("marks a welcome older than FRESHNESS stale and refreshes once in the background for everyone", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.start({ first: makeSummary(), config: { FRESHNESS: "1 millis" } })
+      const server = yield* TestServer.start({ first: summaryView(makeSummary()), config: { FRESHNESS: "1 millis" } })
       yield* Effect.sleep("5 millis")
       const a = yield* WsClient.connect(server.wsUrl)
       const welcome = yield* a.next(isType("welcome"))
@@ -76,12 +76,12 @@ describe("WebSocket /ws", () => {
       expect(yield* server.market.calls).toBe(2)
 
       const fresh = makeSummary({ btc_price: 70_000 })
-      yield* server.market.succeed(fresh)
+      yield* server.market.succeed(summaryView(fresh))
       for (const client of [a, b]) {
         const update = yield* client.next(isType("dashboard_update"))
         expect(update.message.source).toBe("refresh")
         expect(update.message.seq).toBe(2)
-        expect(JSON.parse(update.raw).data).toEqual(wire(fresh))
+        expect(JSON.parse(update.raw).data).toEqual(wire(fresh, yield* server.awaitSeq(2)))
       }
     }))
 
@@ -97,10 +97,10 @@ describe("WebSocket /ws", () => {
       expect(first.message.error.length).toBeGreaterThan(0)
 
       const summary = makeSummary({ rsi_14: 71.2 })
-      yield* server.market.succeed(summary)
+      yield* server.market.succeed(summaryView(summary))
       const update = yield* client.next()
       expect(update.message).toMatchObject({ type: "dashboard_update", source: "scheduled_update", seq: 1 })
-      expect(JSON.parse(update.raw).data).toEqual(wire(summary))
+      expect(JSON.parse(update.raw).data).toEqual(wire(summary, yield* server.awaitSeq(1)))
     }))
 
   it.scopedLive("after a failed attempt tells every client the real seconds until the next one", () =>
@@ -126,7 +126,7 @@ describe("WebSocket /ws", () => {
 
   it.scopedLive("answers {\"type\":\"ping\"} and the bare text ping with a pong", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.start({ first: makeSummary() })
+      const server = yield* TestServer.start({ first: summaryView(makeSummary()) })
       const client = yield* WsClient.connect(server.wsUrl)
       yield* client.next(isType("welcome"))
 
@@ -142,13 +142,14 @@ describe("WebSocket /ws", () => {
   describe("refuses bad frames with an error and keeps the connection", () => {
     const cases: ReadonlyArray<readonly [string, string | Uint8Array, string]> = [
       ["malformed JSON", "{\"type\": ", "json"],
-      ["an unknown type", JSON.stringify({ type: "subscribe" }), "subscribe"],
+      ["an unknown type", JSON.stringify({ type: "unsubscribe" }), "unsubscribe"],
+      ["a subscribe without a currency", JSON.stringify({ type: "subscribe" }), "subscribe needs a currency"],
       ["a binary frame", new Uint8Array([0x7b, 0x7d]), "binary"]
     ]
     for (const [name, frame, mentions] of cases) {
       it.scopedLive(name, () =>
         Effect.gen(function*() {
-          const server = yield* TestServer.start({ first: makeSummary() })
+          const server = yield* TestServer.start({ first: summaryView(makeSummary()) })
           const client = yield* WsClient.connect(server.wsUrl)
           yield* client.next(isType("welcome"))
 
@@ -168,7 +169,7 @@ describe("WebSocket /ws", () => {
 
   it.scopedLive("closes a client that keeps sending garbage with 1008", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.start({ first: makeSummary() })
+      const server = yield* TestServer.start({ first: summaryView(makeSummary()) })
       const client = yield* WsClient.connect(server.wsUrl)
       yield* client.next(isType("welcome"))
 
@@ -183,7 +184,7 @@ describe("WebSocket /ws", () => {
 
   it.scopedLive("closes a client that floods valid pings with 1008", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.start({ first: makeSummary() })
+      const server = yield* TestServer.start({ first: summaryView(makeSummary()) })
       const client = yield* WsClient.connect(server.wsUrl)
       yield* client.next(isType("welcome"))
 
@@ -202,7 +203,7 @@ describe("WebSocket /ws", () => {
 
     it.scopedLive("accepts a frame of the limit and one just under it", () =>
       Effect.gen(function*() {
-        const server = yield* TestServer.start({ first: makeSummary(), config })
+        const server = yield* TestServer.start({ first: summaryView(makeSummary()), config })
         const client = yield* WsClient.connect(server.wsUrl)
         yield* client.next(isType("welcome"))
         for (const bytes of [1023, 1024]) {
@@ -216,7 +217,7 @@ describe("WebSocket /ws", () => {
 
     it.scopedLive("closes with 1009 on a frame over the limit", () =>
       Effect.gen(function*() {
-        const server = yield* TestServer.start({ first: makeSummary(), config })
+        const server = yield* TestServer.start({ first: summaryView(makeSummary()), config })
         const client = yield* WsClient.connect(server.wsUrl)
         yield* client.next(isType("welcome"))
         yield* client.send(paddedPing(1025))
@@ -228,7 +229,7 @@ describe("WebSocket /ws", () => {
   it.scopedLive("answers request_update to the asking client only, from the cache", () =>
     Effect.gen(function*() {
       const summary = makeSummary({ volume_24h: 91_000_000_000 })
-      const server = yield* TestServer.start({ first: summary })
+      const server = yield* TestServer.start({ first: summaryView(summary) })
       const asker = yield* WsClient.connect(server.wsUrl)
       const bystander = yield* WsClient.connect(server.wsUrl)
       yield* asker.next(isType("welcome"))
@@ -237,14 +238,14 @@ describe("WebSocket /ws", () => {
       yield* asker.send(JSON.stringify({ type: "request_update" }))
       const answer = yield* asker.next()
       expect(answer.message).toMatchObject({ type: "dashboard_update", source: "request_update", seq: 1 })
-      expect(JSON.parse(answer.raw).data).toEqual(wire(summary))
+      expect(JSON.parse(answer.raw).data).toEqual(wire(summary, yield* server.awaitSeq(1)))
       expect(yield* bystander.sync()).toEqual([])
       expect(yield* server.market.calls).toBe(1)
     }))
 
   it.scopedLive("refuses excess request_update with an error about rate limiting and keeps the connection", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.start({ first: makeSummary() })
+      const server = yield* TestServer.start({ first: summaryView(makeSummary()) })
       const client = yield* WsClient.connect(server.wsUrl)
       yield* client.next(isType("welcome"))
 
@@ -262,7 +263,7 @@ describe("WebSocket /ws", () => {
 
   it.scopedLive("delivers each published update once to every client, with increasing seq and its source", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.start({ first: makeSummary(), config: { ADMIN_TOKEN } })
+      const server = yield* TestServer.start({ first: summaryView(makeSummary()), config: { ADMIN_TOKEN } })
       const clients = [
         yield* WsClient.connect(server.wsUrl),
         yield* WsClient.connect(server.wsUrl),
@@ -272,9 +273,11 @@ describe("WebSocket /ws", () => {
 
       const second = makeSummary({ btc_price: 65_000 })
       const third = makeSummary({ btc_price: 66_000 })
+      const expected: Array<ReturnType<typeof wire>> = []
       for (const summary of [second, third]) {
-        yield* server.market.succeed(summary)
+        yield* server.market.succeed(summaryView(summary))
         expect((yield* refresh(server)).status).toBe(200)
+        expected.push(wire(summary, Option.getOrThrow(server.state.current())))
       }
 
       for (const client of clients) {
@@ -287,14 +290,14 @@ describe("WebSocket /ws", () => {
           "force_update",
           "force_update"
         ])
-        expect(updates.map((f) => JSON.parse(f.raw).data)).toEqual([wire(second), wire(third)])
+        expect(updates.map((f) => JSON.parse(f.raw).data)).toEqual(expected)
       }
     }))
 
   it.scopedLive("closes every socket with 1001 when the server scope closes, and accepts no new ones", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
-      const server = yield* TestServer.start({ first: makeSummary() }).pipe(Scope.extend(scope))
+      const server = yield* TestServer.start({ first: summaryView(makeSummary()) }).pipe(Scope.extend(scope))
       const clients = [yield* WsClient.connect(server.wsUrl), yield* WsClient.connect(server.wsUrl)]
       for (const client of clients) yield* client.next(isType("welcome"))
 
@@ -306,7 +309,7 @@ describe("WebSocket /ws", () => {
 
   it.scopedLive("answers a plain GET /ws with 426", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.start({ first: makeSummary() })
+      const server = yield* TestServer.start({ first: summaryView(makeSummary()) })
       expect((yield* server.fetch("/ws")).status).toBe(426)
     }))
 })
@@ -315,7 +318,7 @@ describe("admission to /ws", () => {
   it.scopedLive("ALLOWED_ORIGINS admits listed browser origins and programs without one, refuses others with 403", () =>
     Effect.gen(function*() {
       const server = yield* TestServer.start({
-        first: makeSummary(),
+        first: summaryView(makeSummary()),
         config: { ALLOWED_ORIGINS: "https://dash.example, https://ops.example" }
       })
       for (const origin of ["https://dash.example", "https://ops.example"]) {
@@ -334,7 +337,7 @@ describe("admission to /ws", () => {
 
   it.scopedLive("MAX_CONNECTIONS refuses one more socket with 503 until one leaves", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.start({ first: makeSummary(), config: { MAX_CONNECTIONS: "2" } })
+      const server = yield* TestServer.start({ first: summaryView(makeSummary()), config: { MAX_CONNECTIONS: "2" } })
       const first = yield* WsClient.connect(server.wsUrl)
       const second = yield* WsClient.connect(server.wsUrl)
       for (const client of [first, second]) yield* client.next(isType("welcome"))
@@ -350,7 +353,7 @@ describe("admission to /ws", () => {
 
   it.scopedLive("MAX_CONNECTIONS_PER_IP refuses one more socket from the same address with 429 until one leaves", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.start({ first: makeSummary(), config: { MAX_CONNECTIONS_PER_IP: "1" } })
+      const server = yield* TestServer.start({ first: summaryView(makeSummary()), config: { MAX_CONNECTIONS_PER_IP: "1" } })
       const first = yield* WsClient.connect(server.wsUrl)
       yield* first.next(isType("welcome"))
 
@@ -377,7 +380,7 @@ describe("admission to /ws", () => {
       ], { stdout: "ignore", stderr: "pipe" })
       expect(openssl.exitCode, openssl.stderr.toString()).toBe(0)
 
-      const server = yield* TestServer.start({ first: makeSummary(), config: { TLS_CERT: cert, TLS_KEY: key } })
+      const server = yield* TestServer.start({ first: summaryView(makeSummary()), config: { TLS_CERT: cert, TLS_KEY: key } })
       expect(server.url.protocol).toBe("https:")
       expect(server.wsUrl).toMatch(/^wss:/)
       const health = yield* server.fetch("/healthz", { tls: { rejectUnauthorized: false } })
@@ -401,8 +404,8 @@ describe("HTTP", () => {
       expect(typeof (yield* readJson(none)).error).toBe("string")
 
       const summary = makeSummary({ market_cap: 2_400_000_000_000 })
-      yield* server.market.succeed(summary)
-      yield* server.awaitSeq(1)
+      yield* server.market.succeed(summaryView(summary))
+      const snapshot = yield* server.awaitSeq(1)
       expect((yield* server.fetch("/readyz")).status).toBe(200)
       expect((yield* server.fetch("/healthz")).status).toBe(200)
 
@@ -412,7 +415,7 @@ describe("HTTP", () => {
         Effect.flatMap(readJson),
         pollUntil((b) => b.next_update_at !== null)
       )
-      expect(body.data).toEqual(wire(summary))
+      expect(body.data).toEqual(wire(summary, snapshot))
       expect(body.seq).toBe(1)
       expect(body.stale).toBe(false)
       expect(body.age_seconds).toBeGreaterThanOrEqual(0)
@@ -425,7 +428,7 @@ describe("HTTP", () => {
   describe("POST /api/dashboard/refresh", () => {
     it.scopedLive("is 404 when no ADMIN_TOKEN is configured, whatever the request says", () =>
       Effect.gen(function*() {
-        const server = yield* TestServer.start({ first: makeSummary() })
+        const server = yield* TestServer.start({ first: summaryView(makeSummary()) })
         expect((yield* refresh(server, {})).status).toBe(404)
         expect((yield* refresh(server, bearer(ADMIN_TOKEN))).status).toBe(404)
         expect(yield* server.market.calls).toBe(1)
@@ -433,7 +436,7 @@ describe("HTTP", () => {
 
     it.scopedLive("is 401 without a token or with a wrong one, and does not fetch", () =>
       Effect.gen(function*() {
-        const server = yield* TestServer.start({ first: makeSummary(), config: { ADMIN_TOKEN } })
+        const server = yield* TestServer.start({ first: summaryView(makeSummary()), config: { ADMIN_TOKEN } })
         for (
           const headers of [
             {},
@@ -453,26 +456,27 @@ describe("HTTP", () => {
 
     it.scopedLive("with the right token fetches, answers 200 with the summary and broadcasts it as force_update", () =>
       Effect.gen(function*() {
-        const server = yield* TestServer.start({ first: makeSummary(), config: { ADMIN_TOKEN } })
+        const server = yield* TestServer.start({ first: summaryView(makeSummary()), config: { ADMIN_TOKEN } })
         const client = yield* WsClient.connect(server.wsUrl)
         yield* client.next(isType("welcome"))
 
         const forced = makeSummary({ btc_change_24h: 3.5 })
-        yield* server.market.succeed(forced)
+        yield* server.market.succeed(summaryView(forced))
         const response = yield* refresh(server)
         expect(response.status).toBe(200)
         const body = yield* readJson(response)
-        expect(body.data).toEqual(wire(forced))
+        const snapshot = yield* server.awaitSeq(2)
+        expect(body.data).toEqual(wire(forced, snapshot))
         expect(body.seq).toBe(2)
 
         const update = yield* client.next(isType("dashboard_update"))
         expect(update.message).toMatchObject({ source: "force_update", seq: 2 })
-        expect(JSON.parse(update.raw).data).toEqual(wire(forced))
+        expect(JSON.parse(update.raw).data).toEqual(wire(forced, snapshot))
       }))
 
     it.scopedLive("is 429 with Retry-After inside MIN_FETCH_GAP, and 200 once that time has passed", () =>
       Effect.gen(function*() {
-        const server = yield* TestServer.start({ first: makeSummary(), config: { ADMIN_TOKEN, MIN_FETCH_GAP: "2 seconds" } })
+        const server = yield* TestServer.start({ first: summaryView(makeSummary()), config: { ADMIN_TOKEN, MIN_FETCH_GAP: "2 seconds" } })
         // The scheduled fetch that produced the first summary has just called upstream.
         const tooSoon = yield* refresh(server)
         expect(tooSoon.status).toBe(429)
@@ -482,7 +486,7 @@ describe("HTTP", () => {
         expect(retryAfter).toBeLessThanOrEqual(2)
 
         yield* Effect.sleep(`${retryAfter} seconds`)
-        yield* server.market.succeed(makeSummary({ btc_price: 65_500 }))
+        yield* server.market.succeed(summaryView(makeSummary({ btc_price: 65_500 })))
         expect((yield* refresh(server)).status).toBe(200)
 
         const again = yield* refresh(server)
@@ -491,10 +495,26 @@ describe("HTTP", () => {
         expect(yield* server.market.calls).toBe(2)
       }))
 
+    it.scopedLive("answers a partial round with 200, what went stale and an error naming the failed calls", () =>
+      Effect.gen(function*() {
+        const server = yield* TestServer.start({ first: summaryView(makeSummary()), config: { ADMIN_TOKEN } })
+        const summary = makeSummary({ btc_price: 66_600 })
+        yield* server.market.partial(summaryView(summary, { stale: { fear_greed: true } }), [
+          makeUpstreamError(500, "fear_greed")
+        ])
+        const response = yield* refresh(server)
+        expect(response.status).toBe(200)
+        const body = yield* readJson(response)
+        expect(body).toMatchObject({ currency: "usd", seq: 2, stale_fields: ["fear_greed_index"], stale_paths: ["market.fear_greed_index"] })
+        expect(body.data).toEqual(wire(summary, yield* server.awaitSeq(2)))
+        expect(body.fetched_at).toMatch(ISO_UTC)
+        expect(String(body.error)).toContain("fear_greed: HTTP 500")
+      }))
+
     it.scopedLive("is 502 with a JSON error when upstream fails, and the last summary stays served", () =>
       Effect.gen(function*() {
         const first = makeSummary()
-        const server = yield* TestServer.start({ first, config: { ADMIN_TOKEN } })
+        const server = yield* TestServer.start({ first: summaryView(first), config: { ADMIN_TOKEN } })
         const client = yield* WsClient.connect(server.wsUrl)
         yield* client.next(isType("welcome"))
 
@@ -507,8 +527,8 @@ describe("HTTP", () => {
         expect((yield* client.sync()).filter((f) => f.message.type === "dashboard_update")).toEqual([])
         const current = yield* readJson(yield* server.fetch("/api/dashboard"))
         expect(current.seq).toBe(1)
-        expect(current.data).toEqual(wire(first))
-        expect(Option.isSome(yield* server.broadcaster.latest)).toBe(true)
+        expect(current.data).toEqual(wire(first, yield* server.awaitSeq(1)))
+        expect(Option.map(server.state.current(), (s) => s.seq)).toEqual(Option.some(1))
       }))
   })
 })

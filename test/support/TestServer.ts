@@ -1,22 +1,146 @@
 /**
- * The real dashcast stack (config, cache, Broadcaster, Updater, HTTP API and the Bun server on a
- * real port) built in a test's scope, with a scripted `MarketData` double in place of upstream.
+ * The real dashcast stack (config, cache, market state, Broadcaster, history, Updater, HTTP API and
+ * the Bun server on a real port), composed as `src/main.ts` composes it, with a scripted
+ * `MarketData` double in place of upstream, and builders of realistic market views for it.
  * Run it in live tests (`it.scopedLive`): sockets and the server keep real time.
  */
 import { ConfigProvider, Context, DateTime, Duration, Effect, Layer, Logger, LogLevel, Option, Queue, Ref, Schedule, type Scope } from "effect"
 import { CacheManager } from "../../src/cache/CacheManager.js"
+import { StandaloneCluster } from "../../src/cluster/Cluster.js"
 import { AppConfig } from "../../src/Config.js"
+import { History, HistoryRecorder } from "../../src/history/History.js"
 import { HttpApi } from "../../src/http/HttpApi.js"
 import { DashboardSummary } from "../../src/market/DashboardSummary.js"
-import { type MarketFetch, MarketData, UpstreamError, UpstreamReason } from "../../src/market/MarketData.js"
-import { Broadcaster } from "../../src/realtime/Broadcaster.js"
-import { Server } from "../../src/realtime/Server.js"
-import { History } from "../../src/updater/History.js"
-import { Updater } from "../../src/updater/Updater.js"
+import { type Endpoint, type MarketFetch, MarketData, UpstreamError, UpstreamReason } from "../../src/market/MarketData.js"
+import { AssetInfo, FearGreed, MarketSnapshot, MarketTotals, MarketView, Quote, StaleParts } from "../../src/market/Watchlist.js"
 import { MetricsExporter } from "../../src/metrics/MetricsExporter.js"
-import { StandaloneCluster } from "../../src/cluster/Cluster.js"
+import { Broadcaster, type TopicPublisher } from "../../src/realtime/Broadcaster.js"
+import { Server } from "../../src/realtime/Server.js"
+import { MarketState } from "../../src/state/MarketState.js"
+import { Updater } from "../../src/updater/Updater.js"
 
-/** A summary with realistic values; every field can be overridden. */
+// ---------------------------------------------------------------------------------------------
+// Market views
+
+/** 1 USD in each currency the builders know (any other currency gets 1). */
+const RATIOS: Readonly<Record<string, number>> = { usd: 1, eur: 0.92, gbp: 0.79, jpy: 150.25 }
+
+/** The provider's time of every default quote, and the default fetch time. */
+const PROVIDER_TIME = DateTime.unsafeMake("2025-08-20T12:00:00.000Z")
+
+interface Profile {
+  readonly symbol: string
+  readonly name: string
+  readonly usd: number
+  readonly supply: number
+  readonly change: number
+  readonly rsi: number
+}
+
+/** Plausible magnitudes for the coins tests use; any other id gets a generic small-cap profile. */
+const PROFILES: Readonly<Record<string, Profile>> = {
+  bitcoin: { symbol: "btc", name: "Bitcoin", usd: 64_123.45, supply: 19_700_000, change: -1.25, rsi: 55.3 },
+  ethereum: { symbol: "eth", name: "Ethereum", usd: 3_512.09, supply: 120_000_000, change: -1.84, rsi: 48.7 },
+  solana: { symbol: "sol", name: "Solana", usd: 151.37, supply: 470_000_000, change: 5.02, rsi: 63.1 },
+  tether: { symbol: "usdt", name: "Tether", usd: 1.0002, supply: 140_000_000_000, change: 0.01, rsi: 50.2 }
+}
+
+const profileOf = (id: string): Profile =>
+  PROFILES[id] ?? { symbol: id.slice(0, 4), name: `Coin ${id}`, usd: 2.5 + id.length, supply: 50_000_000, change: 0.5, rsi: 50 }
+
+const ratioOf = (currency: string) => RATIOS[currency] ?? 1
+const round2 = (x: number) => Math.round(x * 100) / 100
+
+/** A quote's fields; whatever is left out takes the asset's default in that currency. */
+export type QuoteInput = Partial<Omit<ConstructorParameters<typeof Quote>[0], "last_updated" | "fetched_at">> & {
+  readonly last_updated?: DateTime.Utc
+  readonly fetched_at?: DateTime.Utc
+}
+
+export interface ViewOptions {
+  /** RSI-14 per asset; every quoted asset has its profile's RSI otherwise. */
+  readonly rsi?: Readonly<Record<string, number>>
+  /** Totals per currency (`null`: never known); every quoted currency has realistic totals otherwise. */
+  readonly totals?: Readonly<Record<string, { readonly total_market_cap: number; readonly total_volume: number } | null>>
+  /** The Fear & Greed index; 61 ("Greed") by default, `null` for never known. */
+  readonly fearGreed?: { readonly value: number; readonly label: string } | null
+  /** Watched ids the provider does not know. */
+  readonly missing?: ReadonlyArray<string>
+  readonly stale?: Partial<ConstructorParameters<typeof StaleParts>[0]>
+}
+
+/** The default quote of `id` in `currency`, with `input` laid over it. */
+const makeQuote = (id: string, currency: string, input: QuoteInput = {}): Quote => {
+  const profile = profileOf(id)
+  const price = input.price ?? round2(profile.usd * ratioOf(currency))
+  return Quote.make({
+    price,
+    change_24h: input.change_24h === undefined ? profile.change : input.change_24h,
+    market_cap: input.market_cap === undefined ? Math.round(price * profile.supply) : input.market_cap,
+    volume_24h: input.volume_24h === undefined ? Math.round(price * profile.supply * 0.04) : input.volume_24h,
+    last_updated: input.last_updated ?? PROVIDER_TIME,
+    fetched_at: input.fetched_at ?? PROVIDER_TIME
+  })
+}
+
+/**
+ * A view of the assets and currencies named in `prices` (assets in its key order): each entry is a
+ * price or a partial quote, e.g. `makeView({ bitcoin: { usd: 64_123.45 } })`. Every quoted asset
+ * has its RSI and every quoted currency its totals, unless `options` say otherwise.
+ */
+export const makeView = (
+  prices: Readonly<Record<string, Readonly<Record<string, number | QuoteInput>>>>,
+  options: ViewOptions = {}
+): MarketView => {
+  const quotes: Record<string, Record<string, Quote>> = {}
+  for (const [id, byCurrency] of Object.entries(prices)) {
+    for (const [currency, input] of Object.entries(byCurrency)) {
+      ;(quotes[currency] ??= {})[id] = makeQuote(id, currency, typeof input === "number" ? { price: input } : input)
+    }
+  }
+  const ids = Object.keys(prices)
+  const fearGreed = options.fearGreed === undefined ? { value: 61, label: "Greed" } : options.fearGreed
+  return MarketView.make({
+    assets: ids.map((id) => AssetInfo.make({ id, symbol: profileOf(id).symbol, name: profileOf(id).name })),
+    missing: options.missing ?? [],
+    quotes,
+    rsi: options.rsi ?? Object.fromEntries(ids.map((id) => [id, profileOf(id).rsi])),
+    totals: Object.fromEntries(
+      [...new Set([...Object.keys(quotes), ...Object.keys(options.totals ?? {})])].flatMap((c) => {
+        const given = options.totals?.[c]
+        return given === null ? [] : [[c, MarketTotals.make(given ?? defaultTotals(c))] as const]
+      })
+    ),
+    fear_greed: fearGreed === null ? Option.none() : Option.some(FearGreed.make(fearGreed)),
+    stale: StaleParts.make({ ...StaleParts.none, ...options.stale })
+  })
+}
+
+const defaultTotals = (currency: string) => ({
+  total_market_cap: round2(2_300_000_000_000 * ratioOf(currency)),
+  total_volume: round2(85_000_000_000 * ratioOf(currency))
+})
+
+/**
+ * Every one of `assets` in every one of `currencies` at its default price times `scale` (a
+ * different `scale` makes a different round), at the fixed `RATIOS`.
+ */
+export const watchlistView = (
+  assets: ReadonlyArray<string>,
+  currencies: ReadonlyArray<string>,
+  options: ViewOptions & { readonly scale?: number } = {}
+): MarketView =>
+  makeView(
+    Object.fromEntries(
+      assets.map((id) => [id, Object.fromEntries(currencies.map((c) => [c, round2(profileOf(id).usd * ratioOf(c) * (options.scale ?? 1))]))])
+    ),
+    options
+  )
+
+// ---------------------------------------------------------------------------------------------
+// The seed's summary
+
+/** A summary of the seed with realistic values; every field can be overridden. */
 export const makeSummary = (overrides: Partial<ConstructorParameters<typeof DashboardSummary>[0]> = {}) =>
   DashboardSummary.make({
     btc_price: 64_123.45,
@@ -25,12 +149,43 @@ export const makeSummary = (overrides: Partial<ConstructorParameters<typeof Dash
     volume_24h: 85_000_000_000,
     fear_greed_index: 61,
     rsi_14: 55.3,
-    last_updated: DateTime.unsafeMake("2025-08-20T12:00:00.000Z"),
+    last_updated: PROVIDER_TIME,
     ...overrides
   })
 
-export const makeUpstreamError = (status = 503) =>
-  new UpstreamError({ endpoint: "simple_price", reason: UpstreamReason.HttpStatus({ status }) })
+/**
+ * A view (bitcoin only) whose seed summary in `currency` is `summary`: the frames' `data` then has
+ * its six market fields, and `last_updated` the snapshot's fetch time, as the seed's server had.
+ */
+export const summaryView = (
+  summary: DashboardSummary,
+  options: { readonly currency?: string; readonly stale?: ViewOptions["stale"] } = {}
+): MarketView => {
+  const currency = options.currency ?? "usd"
+  return makeView({ bitcoin: { [currency]: { price: summary.btc_price, change_24h: summary.btc_change_24h } } }, {
+    rsi: { bitcoin: summary.rsi_14 },
+    totals: { [currency]: { total_market_cap: summary.market_cap, total_volume: summary.volume_24h } },
+    fearGreed: { value: summary.fear_greed_index, label: "Greed" },
+    ...(options.stale === undefined ? {} : { stale: options.stale })
+  })
+}
+
+/** The six market fields of a summary, as a frame's `data` carries them. */
+export const marketFields = (summary: DashboardSummary) => ({
+  btc_price: summary.btc_price,
+  btc_change_24h: summary.btc_change_24h,
+  market_cap: summary.market_cap,
+  volume_24h: summary.volume_24h,
+  fear_greed_index: summary.fear_greed_index,
+  rsi_14: summary.rsi_14
+})
+
+// ---------------------------------------------------------------------------------------------
+// The scripted market
+
+/** A failed call: `coins_markets` for usd unless told; `target` is the currency or asset of the call, if it has one. */
+export const makeUpstreamError = (status = 503, endpoint: Endpoint = "coins_markets", target = endpoint === "coins_markets" ? "usd" : undefined) =>
+  new UpstreamError({ endpoint, reason: UpstreamReason.HttpStatus({ status }), ...(target === undefined ? {} : { target }) })
 
 const pollEvery = Schedule.spaced("10 millis")
 
@@ -40,9 +195,14 @@ const pollEvery = Schedule.spaced("10 millis")
  */
 export interface ScriptedMarket {
   readonly service: MarketData["Type"]
-  /** The next fetch returns `summary`. */
-  readonly succeed: (summary?: DashboardSummary) => Effect.Effect<void>
-  /** The next fetch fails with `error`. */
+  /** The next fetch returns `view` (bitcoin in usd by default), every call answered. */
+  readonly succeed: (view?: MarketView) => Effect.Effect<void>
+  /**
+   * The next fetch returns `view` with `problems` (some calls failed); the first of them is the
+   * round's failure unless `counted` is false (calls only held by a provider's Retry-After).
+   */
+  readonly partial: (view: MarketView, problems: ReadonlyArray<UpstreamError>, counted?: boolean) => Effect.Effect<void>
+  /** The next fetch fails with `error`: no call answered. */
   readonly fail: (error?: UpstreamError) => Effect.Effect<void>
   /** Fetches started so far, answered or not. */
   readonly calls: Effect.Effect<number>
@@ -52,17 +212,19 @@ export interface ScriptedMarket {
 
 export const makeScriptedMarket: Effect.Effect<ScriptedMarket> = Effect.gen(function*() {
   const outcomes = yield* Queue.unbounded<Effect.Effect<MarketFetch, UpstreamError>>()
-  const calls = yield* Ref.make(0)
-  const fetch = (_previous: Option.Option<DashboardSummary>) =>
-    Ref.update(calls, (n) => n + 1).pipe(Effect.zipRight(Queue.take(outcomes)), Effect.flatten)
+  const started = yield* Ref.make(0)
+  const fetch = (_previous: Option.Option<MarketView>) =>
+    Ref.update(started, (n) => n + 1).pipe(Effect.zipRight(Queue.take(outcomes)), Effect.flatten)
+  const calls = Ref.get(started)
   return {
     service: MarketData.of({ fetch, blockedFor: Effect.succeed(Option.none()) }),
-    succeed: (summary = makeSummary()) =>
-      Queue.offer(outcomes, Effect.succeed({ summary, staleFields: [], partialFailure: Option.none() })),
+    succeed: (view = summaryView(makeSummary())) => Queue.offer(outcomes, Effect.succeed({ view, failure: Option.none(), problems: [] })),
+    partial: (view, problems, counted = true) =>
+      Queue.offer(outcomes, Effect.succeed({ view, failure: counted ? Option.fromNullable(problems[0]) : Option.none(), problems })),
     fail: (error = makeUpstreamError()) => Queue.offer(outcomes, Effect.fail(error)),
-    calls: Ref.get(calls),
+    calls,
     awaitCalls: (count) =>
-      Ref.get(calls).pipe(
+      calls.pipe(
         Effect.repeat({ until: (n) => n >= count, schedule: pollEvery }),
         Effect.timeoutFail({
           duration: "5 seconds",
@@ -74,6 +236,8 @@ export const makeScriptedMarket: Effect.Effect<ScriptedMarket> = Effect.gen(func
   }
 })
 
+// ---------------------------------------------------------------------------------------------
+// The server
 
 /** Settings of every test server unless a test overrides them: nothing happens on its own. */
 export const TEST_DEFAULTS: Readonly<Record<string, string>> = {
@@ -92,9 +256,17 @@ export interface TestServerOptions {
   /** A market double scripted beforehand; a fresh one otherwise. */
   readonly market?: ScriptedMarket
   /** When given, the first fetch returns it and `start` waits until it is published. */
-  readonly first?: DashboardSummary
+  readonly first?: MarketView
   /** Log level of the stack; none by default, to keep test output readable. */
   readonly logLevel?: LogLevel.LogLevel
+}
+
+/** One frame the Broadcaster handed to Bun's `server.publish`. */
+export interface Published {
+  readonly topic: string
+  readonly frame: string
+  /** What Bun's `publish` returned: bytes sent, -1 queued behind backpressure, 0 dropped (or no subscriber). */
+  readonly result: number
 }
 
 export interface TestServer {
@@ -103,27 +275,50 @@ export interface TestServer {
   /** `ws://127.0.0.1:<port>/ws` */
   readonly wsUrl: string
   readonly market: ScriptedMarket
+  readonly state: MarketState
   readonly broadcaster: Broadcaster
   readonly updater: Updater
   readonly server: Server
+  /** Every frame published on a Bun topic so far, in order (the server's own publisher, recorded). */
+  readonly published: () => ReadonlyArray<Published>
   /** A request to this server, given a path (5 s timeout). */
   readonly fetch: (path: string, init?: BunFetchRequestInit) => Effect.Effect<Response>
-  /** Waits until a summary with at least `seq` is the latest (5 s at most). */
-  readonly awaitSeq: (seq: number) => Effect.Effect<void>
+  /** Waits until a snapshot with at least `seq` is the latest (5 s at most) and returns it. */
+  readonly awaitSeq: (seq: number) => Effect.Effect<MarketSnapshot>
 }
 
+/** The real Broadcaster, recording what it publishes through the publisher the Server attaches. */
+const recordingBroadcaster = (log: Array<Published>) =>
+  Layer.effect(
+    Broadcaster,
+    Effect.map(Broadcaster, (real) =>
+      Broadcaster.make({
+        ...real,
+        attach: (publisher: TopicPublisher) =>
+          real.attach({
+            publish: (topic, frame) => {
+              const result = publisher.publish(topic, frame)
+              log.push({ topic, frame, result })
+              return result
+            },
+            subscriberCount: publisher.subscriberCount
+          })
+      }))
+  ).pipe(Layer.provide(Broadcaster.DefaultWithoutDependencies))
+
 /** The composition of `src/main.ts`, with the market double instead of the live feed. */
-const stack = (market: ScriptedMarket, config: Readonly<Record<string, string>>, logLevel: LogLevel.LogLevel) =>
+const stack = (market: ScriptedMarket, config: Readonly<Record<string, string>>, logLevel: LogLevel.LogLevel, log: Array<Published>) =>
   Server.Default.pipe(
     Layer.provide(HttpApi.Default),
     Layer.provide(MetricsExporter.Default),
     Layer.provideMerge(Updater.DefaultWithoutDependencies),
     Layer.provide(Layer.succeed(MarketData, market.service)),
-    Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
-    Layer.provide(History.Default),
-    Layer.provide(CacheManager.Default),
+    Layer.provideMerge(Layer.merge(recordingBroadcaster(log), HistoryRecorder)),
+    Layer.provideMerge(History.Default),
+    Layer.provideMerge(MarketState.DefaultWithoutDependencies),
+    Layer.provideMerge(CacheManager.Default),
     Layer.provide(StandaloneCluster),
-    Layer.provide(
+    Layer.provideMerge(
       AppConfig.Default.pipe(Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(config))))))
     ),
     Layer.provide(Logger.minimumLogLevel(logLevel))
@@ -134,33 +329,35 @@ export const start = (options: TestServerOptions = {}): Effect.Effect<TestServer
   Effect.gen(function*() {
     const market = options.market ?? (yield* makeScriptedMarket)
     if (options.first !== undefined) yield* market.succeed(options.first)
-    const context = yield* Layer.build(stack(market, { ...TEST_DEFAULTS, ...options.config }, options.logLevel ?? LogLevel.None)).pipe(
-      Effect.orDie
-    )
+    const log: Array<Published> = []
+    const context = yield* Layer.build(
+      stack(market, { ...TEST_DEFAULTS, ...options.config }, options.logLevel ?? LogLevel.None, log)
+    ).pipe(Effect.orDie)
     const server = Context.get(context, Server)
-    const broadcaster = Context.get(context, Broadcaster)
-    const updater = Context.get(context, Updater)
+    const state = Context.get(context, MarketState)
     const base = new URL(server.url.href)
     const testServer: TestServer = {
       url: base,
       wsUrl: new URL("/ws", base).href.replace(/^http/, "ws"),
       market,
-      broadcaster,
-      updater,
+      state,
+      broadcaster: Context.get(context, Broadcaster),
+      updater: Context.get(context, Updater),
       server,
+      published: () => log,
       fetch: (path, init) =>
         Effect.promise((signal) =>
           fetch(new URL(path, base), { ...init, signal: AbortSignal.any([signal, AbortSignal.timeout(5_000)]) })
         ),
       awaitSeq: (seq) =>
-        broadcaster.latest.pipe(
-          Effect.repeat({ until: Option.exists((s) => s.seq >= seq), schedule: pollEvery }),
+        Effect.sync(() => state.current()).pipe(
+          Effect.flatMap(Option.filter((s) => s.seq >= seq)),
+          Effect.retry(pollEvery),
           Effect.timeoutFail({
             duration: Duration.seconds(5),
-            onTimeout: () => new Error(`no summary with seq >= ${seq} within 5 seconds`)
+            onTimeout: () => new Error(`no snapshot with seq >= ${seq} within 5 seconds`)
           }),
-          Effect.orDie,
-          Effect.asVoid
+          Effect.orDie
         )
     }
     if (options.first !== undefined) yield* testServer.awaitSeq(1)

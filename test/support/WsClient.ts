@@ -4,6 +4,7 @@
  * contract, and lets a test wait for the next message it cares about, never longer than a timeout.
  */
 import { Data, Duration, Effect, Either, type Scope } from "effect"
+import { connect as netConnect, type Socket } from "node:net"
 import { decodeServerMessage, formatParseError, type ServerMessage } from "../../src/realtime/Protocol.js"
 
 /** A wait that ran out, a frame that broke the contract, or a socket that would not open. */
@@ -197,3 +198,109 @@ const open = (url: string, options: ConnectOptions): Effect.Effect<WsClient, WsC
       Effect.tapError(() => Effect.sync(() => socket.close()))
     )
   })
+
+// ---------------------------------------------------------------------------------------------
+// A client that can stop reading
+
+/**
+ * A WebSocket client over a plain TCP socket (`node:net`) that can stop reading: while paused, the
+ * kernel's buffers fill and the server's socket goes over its backpressure limit, as with a client
+ * on a slow link. It speaks just enough of RFC 6455 for tests: the handshake, and unmasked text
+ * frames from the server (control frames are skipped).
+ */
+export interface PausableClient {
+  /** Text frames received so far, in order. */
+  readonly texts: () => ReadonlyArray<string>
+  /** Stops reading from the socket. */
+  readonly pause: Effect.Effect<void>
+  readonly resume: Effect.Effect<void>
+  /** Waits until `done` holds of the frames received so far (10 s at most). */
+  readonly until: (done: (texts: ReadonlyArray<string>) => boolean, label: string) => Effect.Effect<ReadonlyArray<string>, WsClientError>
+}
+
+export const connectPausable = (url: string): Effect.Effect<PausableClient, WsClientError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly socket: Socket; readonly client: PausableClient }, WsClientError>((resume) => {
+      const target = new URL(url)
+      const socket = netConnect(Number(target.port), target.hostname)
+      const texts: Array<string> = []
+      const watchers = new Set<() => void>()
+      let buffer = Buffer.alloc(0)
+      let upgraded = false
+      let opened = false
+      const fail = (message: string) => {
+        if (!opened) {
+          opened = true
+          resume(Effect.fail(new WsClientError({ message: `${url}: ${message}` })))
+        }
+      }
+      /** Reads every complete frame in `buffer`. */
+      const readFrames = () => {
+        for (;;) {
+          if (buffer.length < 2) return
+          const opcode = buffer[0]! & 0x0f
+          let length = buffer[1]! & 0x7f
+          let offset = 2
+          if (length === 126) {
+            if (buffer.length < 4) return
+            length = buffer.readUInt16BE(2)
+            offset = 4
+          } else if (length === 127) {
+            if (buffer.length < 10) return
+            length = Number(buffer.readBigUInt64BE(2))
+            offset = 10
+          }
+          if (buffer.length < offset + length) return
+          if (opcode === 1) texts.push(buffer.subarray(offset, offset + length).toString("utf8"))
+          buffer = buffer.subarray(offset + length)
+        }
+      }
+      socket.on("connect", () => {
+        socket.write(
+          `GET ${target.pathname}${target.search} HTTP/1.1\r\nHost: ${target.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            `Sec-WebSocket-Key: ${Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("base64")}\r\nSec-WebSocket-Version: 13\r\n\r\n`
+        )
+      })
+      socket.on("data", (chunk: Buffer) => {
+        buffer = Buffer.concat([buffer, chunk])
+        if (!upgraded) {
+          const end = buffer.indexOf("\r\n\r\n")
+          if (end < 0) return
+          const head = buffer.subarray(0, end).toString("latin1")
+          if (!head.startsWith("HTTP/1.1 101")) return fail(`upgrade refused: ${head.split("\r\n")[0]}`)
+          upgraded = true
+          buffer = buffer.subarray(end + 4)
+          opened = true
+          resume(Effect.succeed({ socket, client }))
+        }
+        readFrames()
+        for (const watcher of [...watchers]) watcher()
+      })
+      socket.on("error", (error) => fail(error.message))
+      const client: PausableClient = {
+        texts: () => texts,
+        pause: Effect.sync(() => void socket.pause()),
+        resume: Effect.sync(() => void socket.resume()),
+        until: (done, label) =>
+          Effect.async<ReadonlyArray<string>, WsClientError>((resumeWait) => {
+            const watcher = () => {
+              if (!done(texts)) return
+              watchers.delete(watcher)
+              resumeWait(Effect.succeed(texts))
+            }
+            watchers.add(watcher)
+            watcher()
+            return Effect.sync(() => watchers.delete(watcher))
+          }).pipe(
+            Effect.timeoutFail({
+              duration: "10 seconds",
+              onTimeout: () => new WsClientError({ message: `${url}: ${label}: nothing within 10 seconds; received ${texts.length} frames` })
+            })
+          )
+      }
+      return Effect.sync(() => socket.destroy())
+    }).pipe(
+      Effect.timeoutFail({ duration: DEFAULT_TIMEOUT, onTimeout: () => new WsClientError({ message: `cannot open ${url}: timed out` }) })
+    ),
+    ({ socket }) => Effect.sync(() => socket.destroy())
+  ).pipe(Effect.map(({ client }) => client))

@@ -14,13 +14,14 @@ import {
   type DashcastStatus,
   heartbeatStep,
   makeDashcastClient,
+  type MarketEvent,
   type PageSignals,
   type SummaryEvent,
   type WebSocketConstructor,
   type WebSocketLike
 } from "../../src/web/DashcastClient.js"
 import * as TestServer from "../support/TestServer.js"
-import { makeSummary } from "../support/TestServer.js"
+import { makeSummary, summaryView, watchlistView } from "../support/TestServer.js"
 
 // The global WebSocket (browser, Bun, Node 22) must fit the option's type as it is.
 const _globalFits: WebSocketConstructor = WebSocket
@@ -125,9 +126,28 @@ const wireSummary = (price: number, at = "2025-08-20T12:00:00.000Z") => ({
   rsi_14: 55.3,
   last_updated: at
 })
+const wireAsset = (id: string, symbol: string, price: number, rsi: number | null = 48.5) => ({
+  id,
+  symbol,
+  name: id[0]!.toUpperCase() + id.slice(1),
+  price,
+  change_24h: -1.25,
+  market_cap: price * 1e7,
+  volume_24h: null,
+  rsi_14: rsi,
+  last_updated: "2025-08-20T11:59:30.000Z"
+})
+const wireMarket = { total_market_cap: 2.3e12, total_volume: 8.5e10, fear_greed_index: 61, fear_greed_label: "Greed" }
+/** What every welcome and update of `currency` carries: bitcoin (and the seed's summary of it) and ethereum. */
+const view = (price: number, currency = "usd") => ({
+  currency,
+  assets: [wireAsset("bitcoin", "btc", price, 55.3), wireAsset("ethereum", "eth", price / 20)],
+  market: wireMarket,
+  data: wireSummary(price)
+})
 const welcome = (seq: number, price: number, extra: Record<string, unknown> = {}) => ({
   type: "welcome",
-  data: wireSummary(price),
+  ...view(price),
   timestamp: "2025-08-20T12:00:00.000Z",
   message: "Connected to real-time dashboard updates",
   seq,
@@ -137,13 +157,12 @@ const welcome = (seq: number, price: number, extra: Record<string, unknown> = {}
 })
 const update = (seq: number, price: number, extra: Record<string, unknown> = {}) => ({
   type: "dashboard_update",
-  data: wireSummary(price),
+  ...view(price),
   timestamp: "2025-08-20T12:00:00.000Z",
   source: "scheduled_update",
   seq,
   ...extra
 })
-
 /** Lets the client's fiber handle whatever the fake sockets and page have signalled. */
 const settle = Effect.repeatN(Effect.yieldNow(), 20)
 /** Moves the test clock and lets the client react. */
@@ -156,8 +175,10 @@ const start = (options: Parameters<typeof makeDashcastClient>[1] = {}) =>
     const page = fakePage()
     const { client, run } = makeDashcastClient("ws://dashcast.test/ws", { WebSocket: Ctor, signals: page.signals, ...options })
     const summaries: Array<SummaryEvent> = []
+    const markets: Array<MarketEvent> = []
     const statuses: Array<DashcastStatus> = []
     client.onSummary((event) => summaries.push(event))
+    client.onMarket((event) => markets.push(event))
     client.onStatus((status) => statuses.push(status))
     const fiber = yield* Effect.fork(Effect.withRandom(run, Random.make(SEED)))
     yield* settle
@@ -169,7 +190,7 @@ const start = (options: Parameters<typeof makeDashcastClient>[1] = {}) =>
       return s
     }
     const last = () => socket(sockets.length - 1)
-    return { client, fiber, sockets, socket, last, page, summaries, statuses, draws }
+    return { client, fiber, sockets, socket, last, page, summaries, markets, statuses, draws }
   })
 
 // ---------------------------------------------------------------------------------------------
@@ -524,6 +545,256 @@ describe("DashcastClient", () => {
     }))
 })
 
+describe("DashcastClient: assets and currencies", () => {
+  const subscribe = (currency: string) => JSON.stringify({ type: "subscribe", currency })
+
+  it.effect("dashboardSocketUrl and the currency option ask for a currency in the socket URL", () =>
+    Effect.gen(function*() {
+      expect(dashboardSocketUrl("http://127.0.0.1:8080/", "eur")).toBe("ws://127.0.0.1:8080/ws?currency=eur")
+      const t = yield* start({ currency: "eur" })
+      expect(t.last().url).toBe("ws://dashcast.test/ws?currency=eur")
+      expect(t.client.currency()).toBe("eur")
+      t.client.close()
+      // The option wins over a currency already in the URL.
+      const { Ctor, sockets } = fakeSockets()
+      const { client, run } = makeDashcastClient("ws://dashcast.test/ws?currency=usd", {
+        WebSocket: Ctor,
+        signals: fakePage().signals,
+        currency: "gbp"
+      })
+      const fiber = yield* Effect.fork(run)
+      yield* settle
+      expect(sockets.map((s) => s.url)).toEqual(["ws://dashcast.test/ws?currency=gbp"])
+      client.close()
+      yield* Fiber.join(fiber)
+    }))
+
+  it.effect("without a currency it asks for none and takes the server's from the first frame", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      expect(t.last().url).toBe("ws://dashcast.test/ws")
+      expect(t.client.currency()).toBeUndefined()
+      t.last().accept()
+      // A server without data yet answers the connection with an error, then its first update.
+      t.last().push({ type: "error", error: "No market data yet", timestamp: "2025-08-20T12:00:00.000Z", retry_after: 3 })
+      t.last().push(update(1, 100, { currency: "jpy" }))
+      yield* settle
+      expect(t.client.currency()).toBe("jpy")
+      expect(t.markets.map((m) => [m.seq, m.currency])).toEqual([[1, "jpy"]])
+      expect(t.summaries.map((s) => s.seq)).toEqual([1])
+      t.client.close()
+    }))
+
+  it.effect("onMarket gets every asset and the market; onSummary only frames with the seed's data", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(1_000_000)
+      const t = yield* start()
+      t.last().accept()
+      t.last().push(welcome(7, 64_000))
+      yield* settle
+      expect(t.markets).toHaveLength(1)
+      const [first] = t.markets
+      expect(first).toMatchObject({ currency: "usd", seq: 7, source: "welcome", stale: false, staleFields: [], stalePaths: [], fetchedAt: 987_500 })
+      expect(first?.assets.map((a) => [a.id, a.symbol, a.name, a.price, a.rsi_14, a.volume_24h])).toEqual([
+        ["bitcoin", "btc", "Bitcoin", 64_000, 55.3, null],
+        ["ethereum", "eth", "Ethereum", 3_200, 48.5, null]
+      ])
+      expect(first?.assets[1] && DateTime.formatIso(first.assets[1].last_updated)).toBe("2025-08-20T11:59:30.000Z")
+      expect(first?.market).toEqual(wireMarket)
+      expect(first?.summary?.btc_price).toBe(64_000)
+      // Bitcoin's summary is incomplete (its RSI was never known): no `data`, so no summary event.
+      const { data: _, ...withoutData } = update(8, 64_100)
+      t.last().push({ ...withoutData, assets: [wireAsset("bitcoin", "btc", 64_100, null), wireAsset("ethereum", "eth", 3_205)] })
+      // One asset's RSI is stale: the market event says so; bitcoin's summary is not stale.
+      t.last().push(update(9, 64_200, { stale_paths: ["assets.ethereum.rsi_14"] }))
+      yield* settle
+      expect(t.markets.map((m) => [m.seq, m.assets.length, m.summary?.btc_price])).toEqual([[7, 2, 64_000], [8, 2, undefined], [9, 2, 64_200]])
+      expect(t.markets.at(-1)).toMatchObject({ stale: true, stalePaths: ["assets.ethereum.rsi_14"], staleFields: [] })
+      expect(t.summaries.map((s) => [s.seq, s.stale])).toEqual([[7, false], [9, false]])
+      expect(t.client.latestMarket()?.seq).toBe(9)
+      expect(t.client.latest()?.seq).toBe(9)
+      // A late listener gets the latest of each kind at once.
+      const late: Array<number> = []
+      t.client.onMarket((e) => late.push(e.seq))
+      expect(late).toEqual([9])
+      t.client.close()
+    }))
+
+  it.effect("a frame without data keeps the latest summary, also while hidden; another currency forgets it", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      const withoutData = (frame: ReturnType<typeof update> | ReturnType<typeof welcome>) => {
+        const { data: _, ...rest } = frame
+        return rest
+      }
+      t.last().accept()
+      t.last().push(welcome(1, 100))
+      t.last().push(withoutData(update(2, 101)))
+      yield* settle
+      expect(t.client.latest()?.seq).toBe(1)
+      expect(t.client.latestMarket()?.seq).toBe(2)
+      const late: Array<number> = []
+      t.client.onSummary((e) => late.push(e.seq))
+      expect(late).toEqual([1])
+      // Hidden: a summary, then a frame without one; shown, each listener gets its newest.
+      t.page.set({ hidden: true })
+      yield* settle
+      t.last().push(update(3, 102))
+      t.last().push(withoutData(update(4, 103)))
+      yield* settle
+      t.page.set({ hidden: false })
+      yield* settle
+      expect(t.summaries.map((e) => e.seq)).toEqual([1, 3])
+      expect(t.markets.map((e) => e.seq)).toEqual([1, 2, 4])
+      // In another currency without data there is no latest summary.
+      t.client.setCurrency("eur")
+      yield* settle
+      t.last().push(withoutData(welcome(4, 92, { currency: "eur" })))
+      yield* settle
+      expect(t.client.latestMarket()).toMatchObject({ seq: 4, currency: "eur" })
+      expect(t.client.latest()).toBeUndefined()
+      t.client.close()
+    }))
+
+  it.effect("ignores frames of another currency (no gap, no resync)", () =>
+    Effect.gen(function*() {
+      const t = yield* start({ currency: "usd" })
+      t.last().accept()
+      t.last().push(welcome(1, 100))
+      t.last().push(update(2, 92, { currency: "eur" }))
+      t.last().push(update(5, 92, { currency: "eur" }))
+      t.last().push(welcome(6, 92, { currency: "eur" }))
+      yield* settle
+      expect(t.markets.map((m) => [m.seq, m.currency])).toEqual([[1, "usd"]])
+      expect(t.summaries.map((s) => s.seq)).toEqual([1])
+      // The next usd update is the next seq for this client: no request_update.
+      t.last().push(update(2, 101))
+      yield* settle
+      expect(t.markets.map((m) => [m.seq, m.currency])).toEqual([[1, "usd"], [2, "usd"]])
+      expect(t.last().sentTypes()).toEqual([])
+      expect(t.client.currency()).toBe("usd")
+      t.client.close()
+    }))
+
+  it.effect("setCurrency subscribes on the open socket; the welcome of the new currency switches currency()", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      t.last().accept()
+      t.last().push(welcome(5, 100))
+      yield* settle
+      t.client.setCurrency("eur")
+      yield* settle
+      expect(t.last().sent).toEqual([subscribe("eur")])
+      expect(t.client.currency()).toBe("usd")
+      // A usd update the server sent before it switched: the next event is still the eur welcome.
+      t.last().push(update(6, 101))
+      yield* settle
+      expect(t.markets.map((m) => m.seq)).toEqual([5])
+      expect(t.client.currency()).toBe("usd")
+      t.last().push(welcome(6, 92, { currency: "eur" }))
+      yield* settle
+      expect(t.client.currency()).toBe("eur")
+      expect(t.markets.map((m) => [m.seq, m.currency, m.source])).toEqual([[5, "usd", "welcome"], [6, "eur", "welcome"]])
+      expect(t.summaries.map((s) => [s.seq, s.summary.btc_price])).toEqual([[5, 100], [6, 92]])
+      // From now on usd frames are another currency's; eur updates follow the welcome's seq.
+      t.last().push(update(7, 102))
+      t.last().push(update(7, 93, { currency: "eur" }))
+      yield* settle
+      expect(t.markets.map((m) => [m.seq, m.currency])).toEqual([[5, "usd"], [6, "eur"], [7, "eur"]])
+      expect(t.last().sentTypes()).toEqual(["subscribe"])
+      expect(t.sockets).toHaveLength(1)
+      // Asking for the currency it has already sends nothing.
+      t.client.setCurrency("eur")
+      yield* settle
+      expect(t.last().sent).toEqual([subscribe("eur")])
+      t.client.close()
+    }))
+
+  it.effect("a switch before the server has data completes with the new currency's first update", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      t.last().accept()
+      const noData = { type: "error", error: "No market data yet", timestamp: "2025-08-20T12:00:00.000Z", retry_after: 5 }
+      // The server answers the connection, then the subscription, with "no data yet" instead of a welcome.
+      t.last().push(noData)
+      t.client.setCurrency("eur")
+      yield* settle
+      t.last().push(noData)
+      t.last().push(update(1, 92, { currency: "eur" }))
+      t.last().push(update(2, 93, { currency: "eur" }))
+      yield* settle
+      expect(t.client.currency()).toBe("eur")
+      expect(t.markets.map((m) => [m.seq, m.currency])).toEqual([[1, "eur"], [2, "eur"]])
+      expect(t.last().sentTypes()).toEqual(["subscribe"])
+      t.client.close()
+    }))
+
+  it.effect("reconnects ask for the chosen currency, also when it was chosen while disconnected or connecting", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      t.last().accept()
+      t.last().push(welcome(1, 100))
+      t.client.setCurrency("eur")
+      yield* settle
+      t.last().push(welcome(2, 92, { currency: "eur" }))
+      yield* settle
+      t.last().drop(1001, "server shutting down")
+      yield* settle
+      yield* advance(1_000)
+      expect(t.sockets.map((s) => s.url)).toEqual(["ws://dashcast.test/ws", "ws://dashcast.test/ws?currency=eur"])
+      // Chosen while waiting to reconnect: the next connection asks for it.
+      t.last().refuse()
+      yield* settle
+      t.client.setCurrency("gbp")
+      yield* settle
+      yield* advance(2_000)
+      expect(t.last().url).toBe("ws://dashcast.test/ws?currency=gbp")
+      expect(t.client.currency()).toBe("eur")
+      // Chosen while that connection is still opening (it asked for gbp): it subscribes once open.
+      t.client.setCurrency("jpy")
+      yield* settle
+      t.last().accept()
+      yield* settle
+      expect(t.last().sent).toEqual([subscribe("jpy")])
+      t.last().push(welcome(3, 79, { currency: "gbp" }))
+      t.last().push(welcome(3, 15_000, { currency: "jpy" }))
+      yield* settle
+      expect(t.client.currency()).toBe("jpy")
+      expect(t.markets.map((m) => m.currency)).toEqual(["usd", "eur", "jpy"])
+      t.client.close()
+    }))
+
+  it.effect("a currency the server refuses leaves the client on its currency, now and after a reconnect", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      t.last().accept()
+      t.last().push(welcome(1, 100))
+      t.client.setCurrency("xyz")
+      yield* settle
+      expect(t.last().sent).toEqual([subscribe("xyz")])
+      // Sent before the server read the subscription: skipped while the switch is pending.
+      t.last().push(update(2, 101))
+      t.last().push({
+        type: "error",
+        error: "unknown currency \"xyz\"; this server has usd, eur",
+        timestamp: "2025-08-20T12:00:00.000Z"
+      })
+      t.last().push(update(3, 102))
+      yield* settle
+      expect(t.client.currency()).toBe("usd")
+      expect(t.client.status().lastError).toBe("server: unknown currency \"xyz\"; this server has usd, eur")
+      expect(t.client.status().upstream).toBeUndefined()
+      // Back on usd updates; the one skipped is a gap, so it asks for the latest.
+      expect(t.markets.map((m) => [m.seq, m.currency])).toEqual([[1, "usd"], [3, "usd"]])
+      expect(t.last().sentTypes()).toEqual(["subscribe", "request_update"])
+      t.last().drop()
+      yield* settle
+      yield* advance(1_000)
+      expect(t.last().url).toBe("ws://dashcast.test/ws?currency=usd")
+      t.client.close()
+    }))
+})
+
 describe("DashcastClient over a real socket (Bun's WebSocket, the real server)", () => {
   /** Polls `check` every 10 ms until it holds; fails after 5 s. */
   const eventually = (what: string, check: () => boolean) =>
@@ -535,7 +806,7 @@ describe("DashcastClient over a real socket (Bun's WebSocket, the real server)",
 
   it.scopedLive("connects with the defaults, decodes the welcome and every update, and closes", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.start({ first: makeSummary({ btc_price: 61_000.5 }) })
+      const server = yield* TestServer.start({ first: summaryView(makeSummary({ btc_price: 61_000.5 })) })
       const client = connect(server.wsUrl)
       yield* Effect.addFinalizer(() => Effect.sync(() => client.close()))
       const seen: Array<SummaryEvent> = []
@@ -544,10 +815,52 @@ describe("DashcastClient over a real socket (Bun's WebSocket, the real server)",
       expect(client.status().state).toBe("live")
       expect(seen[0]).toMatchObject({ seq: 1, source: "welcome", stale: false })
       expect(seen[0]?.summary.btc_price).toBe(61_000.5)
-      yield* server.market.succeed(makeSummary({ btc_price: 61_500 }))
+      yield* server.market.succeed(summaryView(makeSummary({ btc_price: 61_500 })))
       yield* server.updater.forceUpdate()
       yield* eventually("the force update", () => seen.length === 2)
       expect(seen[1]).toMatchObject({ seq: 2, source: "force_update" })
       expect(seen[1]?.summary.btc_price).toBe(61_500)
+    }))
+
+  it.scopedLive("switches currency on the same connection, and stays on its currency when the server refuses one", () =>
+    Effect.gen(function*() {
+      const assets = ["bitcoin", "ethereum", "solana"]
+      const server = yield* TestServer.start({
+        config: { ASSETS: assets.join(","), CURRENCIES: "usd,eur" },
+        first: watchlistView(assets, ["usd", "eur"])
+      })
+      const client = connect(server.wsUrl, { currency: "eur" })
+      yield* Effect.addFinalizer(() => Effect.sync(() => client.close()))
+      const seen: Array<MarketEvent> = []
+      client.onMarket((event) => seen.push(event))
+      yield* eventually("the eur welcome", () => seen.length === 1)
+      const snapshot = yield* server.awaitSeq(1)
+      const pricesIn = (currency: string) => assets.map((id) => snapshot.view.quotes[currency]?.[id]?.price)
+      expect(seen[0]).toMatchObject({ currency: "eur", seq: 1, source: "welcome" })
+      expect(seen[0]?.assets.map((a) => a.price)).toEqual(pricesIn("eur"))
+      expect(client.currency()).toBe("eur")
+
+      client.setCurrency("usd")
+      yield* eventually("the usd welcome", () => seen.length === 2)
+      expect(seen[1]).toMatchObject({ currency: "usd", seq: 1, source: "welcome" })
+      expect(seen[1]?.assets.map((a) => a.price)).toEqual(pricesIn("usd"))
+      expect(client.currency()).toBe("usd")
+      // The next update comes in the new currency only.
+      yield* server.market.succeed(watchlistView(assets, ["usd", "eur"], { scale: 1.01 }))
+      yield* server.updater.forceUpdate()
+      yield* eventually("the force update", () => seen.length === 3)
+      const next = yield* server.awaitSeq(2)
+      expect(seen[2]).toMatchObject({ currency: "usd", seq: 2, source: "force_update" })
+      expect(seen[2]?.assets.map((a) => a.price)).toEqual(assets.map((id) => next.view.quotes["usd"]?.[id]?.price))
+
+      client.setCurrency("chf")
+      yield* eventually("the refusal", () => client.status().lastError !== undefined)
+      expect(client.status().lastError).toMatch(/^server: unknown currency "chf"/)
+      expect(client.currency()).toBe("usd")
+      yield* server.market.succeed(watchlistView(assets, ["usd", "eur"], { scale: 1.02 }))
+      yield* server.updater.forceUpdate()
+      yield* eventually("the update after the refusal", () => seen.length === 4)
+      expect(seen[3]).toMatchObject({ currency: "usd", seq: 3 })
+      expect(client.status().state).toBe("live")
     }))
 })

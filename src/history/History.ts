@@ -1,26 +1,20 @@
 /**
- * Recent prices for the dashboard's chart: a bounded ring of `{t, price, seq}` points, one per
- * published summary, served oldest first by `GET /api/history`. In memory only: after a restart the
- * chart starts again from the cached summary, which is enough for a view of the last hours.
+ * Recent prices for the dashboard's chart: a bounded ring of `{t, price, seq}` points of the first
+ * watched asset in the first currency, one per published snapshot, served oldest first by
+ * `GET /api/history`. It reads the market state like every other reader. In memory only: after a
+ * restart the chart starts again from the cached snapshot.
  */
 import { HttpServerResponse } from "@effect/platform"
-import { Effect, Layer, Schema } from "effect"
-import type { SummarySnapshot } from "../market/DashboardSummary.js"
+import { Effect, Layer, Option, Schema } from "effect"
+import { AppConfig } from "../Config.js"
+import type { MarketSnapshot } from "../market/Watchlist.js"
+import { MarketState } from "../state/MarketState.js"
+import { HistoryPoint, HistoryResponse } from "./HistoryPoint.js"
+
+export { HistoryPoint, HistoryResponse }
 
 /** 24 hours at a 30 second cadence; 20 days at the default 10 minute interval. */
 export const HISTORY_CAPACITY = 2_880
-
-/** One point of the chart: the price's own time (`last_updated`), the price and its sequence number. */
-export const HistoryPoint = Schema.Struct({
-  t: Schema.DateTimeUtc,
-  price: Schema.Number.pipe(Schema.finite(), Schema.positive()),
-  seq: Schema.Int.pipe(Schema.positive())
-})
-export type HistoryPoint = typeof HistoryPoint.Type
-
-/** The body of `GET /api/history`, decoded by the client SDK with this same Schema. */
-export const HistoryResponse = Schema.Struct({ points: Schema.Array(HistoryPoint) })
-export type HistoryResponse = typeof HistoryResponse.Type
 
 const encodeResponse = Schema.encodeSync(HistoryResponse)
 
@@ -35,10 +29,9 @@ const makeRing = (capacity: number) => {
   let size = 0
   let lastSeq = 0
 
-  const append = (snapshot: SummarySnapshot): boolean => {
-    if (snapshot.seq <= lastSeq) return false
-    lastSeq = snapshot.seq
-    const point: HistoryPoint = { t: snapshot.summary.last_updated, price: snapshot.summary.btc_price, seq: snapshot.seq }
+  const append = (point: HistoryPoint): boolean => {
+    if (point.seq <= lastSeq) return false
+    lastSeq = point.seq
     if (size < capacity) {
       slots[(start + size) % capacity] = point
       size++
@@ -68,8 +61,8 @@ const make = (capacity: number) =>
     const list = Effect.sync(ring.list)
     return {
       capacity,
-      /** Records a published snapshot; false when it was not newer than the last one recorded. */
-      append: (snapshot: SummarySnapshot) => Effect.sync(() => ring.append(snapshot)),
+      /** Records a point; false when it was not newer than the last one recorded. */
+      append: (point: HistoryPoint) => Effect.sync(() => ring.append(point)),
       /** The points kept, oldest first. */
       list,
       /** The answer of `GET /api/history`: `{"points":[{"t":ISO,"price":n,"seq":n},...]}`, oldest first. */
@@ -85,3 +78,25 @@ export class History extends Effect.Service<History>()("dashcast/History", {
   static readonly layerWithCapacity = (capacity: number): Layer.Layer<History> =>
     Layer.effect(History, Effect.map(make(capacity), (service) => History.make(service)))
 }
+
+/**
+ * Records every snapshot this instance applies (the warm-start one included): the first asset's
+ * price in the first currency, at the provider's time.
+ */
+export const HistoryRecorder: Layer.Layer<never, never, History | MarketState | AppConfig> = Layer.effectDiscard(
+  Effect.gen(function*() {
+    const history = yield* History
+    const state = yield* MarketState
+    const config = yield* AppConfig
+    const [asset] = config.assets
+    const [currency] = config.currencies
+    const record = (snapshot: MarketSnapshot) => {
+      const quote = snapshot.view.quotes[currency]?.[asset]
+      if (quote !== undefined) Effect.runSync(history.append({ t: quote.last_updated, price: quote.price, seq: snapshot.seq }))
+    }
+    Option.map(state.current(), record)
+    yield* state.subscribe((event) => {
+      if (event._tag !== "Failed") record(event.snapshot)
+    })
+  })
+)
