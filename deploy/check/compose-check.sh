@@ -5,7 +5,7 @@
 # Run from the project root, as root, after the image check has left a Docker engine, the stand-in
 # base images and the Debian minbase tarball (.ci/run does both, in that order):
 #
-#   bash ../shared/docker/verify-image.sh      # or .ci/verify-image.sh, the copy kept in the repo
+#   bash .ci/verify-image.sh
 #   bash deploy/check/compose-check.sh
 #
 # compose.yaml's redis:7-alpine and nginx:1.27-alpine are replaced by stand-ins built here from
