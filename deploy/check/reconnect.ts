@@ -14,8 +14,9 @@ import { readFileSync } from "node:fs"
 import { decodeServerMessage } from "../../src/realtime/Protocol.js"
 
 // How long "a few seconds" is. The stale window of nginx.conf is its resolver's `valid` (1 s) plus
-// proxy_connect_timeout (1 s); the old configuration stalled 2 s per request and about 3 s ("No
-// route to host") per WebSocket attempt, for as long as nginx ran.
+// proxy_connect_timeout (1 s); the old configuration, with its upstream block resolved once, stalled
+// 2 s per request and up to 60 s (the default connect timeout on /ws) per WebSocket attempt that
+// picked the old address, for as long as nginx ran.
 const RECONNECT_WITHIN_MS = 3000
 const SETTLE_MS = 2000
 const SETTLED_REQUEST_WITHIN_MS = 1000
