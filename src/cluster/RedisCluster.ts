@@ -2,11 +2,11 @@
  * The cluster over Redis: a lease `dashcast:leader` (`SET NX PX`, renewed at a third of its life,
  * released on shutdown) picks the one instance that runs the schedule; `INCR dashcast:seq` numbers
  * summaries; the channel `dashcast:updates` carries every broadcast to every instance. While Redis
- * cannot be reached no lease can be held, so every instance polls on its own schedule and serves
- * its own clients; when Redis is back, one leader again. Nothing here is fatal.
+ * cannot be reached, or hangs, no lease can be held, so every instance polls on its own schedule and
+ * serves its own clients; when Redis is back, one leader again. Nothing here is fatal.
  */
 import { RedisClient } from "bun"
-import { Clock, Duration, Effect, Layer, Option, Queue, Redacted, Schedule, SubscriptionRef } from "effect"
+import { Clock, Data, Deferred, Duration, Effect, Layer, Option, Queue, Redacted, Schedule, SubscriptionRef } from "effect"
 import { Cluster } from "./Cluster.js"
 
 export const LEADER_KEY = "dashcast:leader"
@@ -21,6 +21,8 @@ export interface RedisClusterOptions {
   readonly instanceId: string
   /** Longest wait for one Redis command. */
   readonly timeout?: Duration.DurationInput
+  /** How often Redis is pinged, so that a hang is noticed before an update waits for it. */
+  readonly heartbeat?: Duration.DurationInput
 }
 
 // Renews only a lease this instance holds; releases likewise.
@@ -37,16 +39,21 @@ const RAISE_SEQ =
 // Network timeouts are real time, also when a test drives the Clock.
 const realClock = Clock.make()
 
-class RedisUnavailable {
-  readonly _tag = "RedisUnavailable"
-  constructor(readonly cause: unknown) {}
-}
+/**
+ * A command that got no answer: it failed (`Failed`, e.g. while disconnected), timed out
+ * (`Timeout`), or was not sent because Redis is known to hang (`Hung`).
+ */
+class RedisUnavailable extends Data.TaggedError("RedisUnavailable")<{
+  readonly reason: "Failed" | "Timeout" | "Hung"
+  readonly cause?: unknown
+}> {}
 
 export const RedisClusterLive = (options: RedisClusterOptions): Layer.Layer<Cluster> =>
   Layer.scoped(
     Cluster,
     Effect.gen(function*() {
       const timeout = Duration.decode(options.timeout ?? "1 second")
+      const heartbeat = Duration.decode(options.heartbeat ?? "250 millis")
       const ttlMillis = Math.max(1000, Duration.toMillis(options.leaseTtl))
       const url = Redacted.value(options.url)
       const clientOptions = { enableOfflineQueue: false, autoReconnect: true, maxRetries: 1_000_000, connectionTimeout: 2000 }
@@ -59,22 +66,75 @@ export const RedisClusterLive = (options: RedisClusterOptions): Layer.Layer<Clus
         (client) => Effect.sync(() => client.close())
       )
 
-      const call = <A>(run: () => Promise<A>) =>
-        Effect.tryPromise({ try: run, catch: (cause) => new RedisUnavailable(cause) }).pipe(
-          Effect.timeoutFail({ duration: timeout, onTimeout: () => new RedisUnavailable("timeout") }),
+      /** One command with its timeout, whatever is known about Redis. */
+      const send = <A>(run: () => Promise<A>) =>
+        Effect.tryPromise({ try: run, catch: (cause) => new RedisUnavailable({ reason: "Failed", cause }) }).pipe(
+          Effect.timeoutFail({ duration: timeout, onTimeout: () => new RedisUnavailable({ reason: "Timeout" }) }),
           Effect.withClock(realClock)
         )
-      const connect = (client: RedisClient) => call(() => client.connect()).pipe(Effect.ignore)
+      const connect = (client: RedisClient) => send(() => client.connect()).pipe(Effect.ignore)
+
+      // A hung Redis (stopped, swapping, blocked by a slow command) keeps its connections open and
+      // answers nothing, so each command would wait for its own timeout, and an update makes
+      // several in turn. Once one times out, or the heartbeat's PING does, Redis counts as hung:
+      // commands fail at once (the callers fall back: no gap claim, a local seq, local delivery),
+      // also those already waiting, until a PING is answered again. A PING's answer also means every
+      // command queued before it on the connection has run.
+      let hung = false
+      // Completed when Redis is found hung; a fresh one once it answers again.
+      let hangStarted = yield* Deferred.make<void>()
+      // Runs a lease step at once: this instance polls alone as soon as Redis hangs, and the
+      // lease decides again as soon as it answers.
+      const leaseNow = yield* Queue.sliding<void>(1)
+
+      // Uninterruptible: the command that finds the hang loses its race to the commands it ends.
+      const markHung = Effect.uninterruptible(Effect.gen(function*() {
+        if (hung) return
+        hung = true
+        yield* Queue.offer(leaseNow, undefined)
+        yield* Effect.logWarning(`Redis does not answer within ${Duration.format(timeout)}: cluster commands fail at once until it answers a PING`)
+        yield* Deferred.succeed(hangStarted, undefined)
+      }))
+      const markAnswering = Effect.gen(function*() {
+        if (!hung) return
+        hangStarted = yield* Deferred.make<void>()
+        hung = false
+        yield* Effect.logInfo("Redis answers again")
+        yield* Queue.offer(leaseNow, undefined)
+      })
+
+      /** A command of the cluster's own: at once `Hung` while Redis hangs, and at most one timeout overall. */
+      const call = <A>(run: () => Promise<A>): Effect.Effect<A, RedisUnavailable> =>
+        Effect.suspend(() => {
+          if (hung) return Effect.fail(new RedisUnavailable({ reason: "Hung" }))
+          const started = hangStarted
+          // Both sides interruptible, so that the loser stops at once also in a finalizer (the release).
+          return Effect.raceFirst(
+            Effect.interruptible(send(run).pipe(Effect.tapError((error) => (error.reason === "Timeout" ? markHung : Effect.void)))),
+            Effect.interruptible(Effect.zipRight(Deferred.await(started), Effect.fail(new RedisUnavailable({ reason: "Hung" }))))
+          )
+        })
 
       // Start without waiting long: Redis down at start is a degraded cluster, not a failed start.
       yield* Effect.all([connect(commands), connect(subscriber)], { concurrency: 2 })
+
+      // The heartbeat: notices a hang when nothing else is sent, and the end of one.
+      yield* send(() => commands.send("PING", [])).pipe(
+        Effect.matchEffect({
+          onFailure: (error) => (error.reason === "Timeout" ? markHung : Effect.void),
+          onSuccess: () => markAnswering
+        }),
+        Effect.repeat(Schedule.spaced(heartbeat)),
+        Effect.withClock(realClock),
+        Effect.forkScoped
+      )
 
       let handler: (message: string) => void = () => {}
       const listener = (message: string) => handler(message)
       // Bun's client reconnects by itself but does not subscribe again on the new connection, and
       // subscribing twice would call the listener twice: drop the old subscription, then subscribe,
-      // at start and after every reconnect.
-      const subscribe = call(async () => {
+      // at start and after every reconnect. (Not on any update's path: it waits for Redis, hung or not.)
+      const subscribe = send(async () => {
         try {
           await subscriber.unsubscribe(UPDATES_CHANNEL)
         } catch {
@@ -138,8 +198,10 @@ export const RedisClusterLive = (options: RedisClusterOptions): Layer.Layer<Clus
         )
       )
 
+      // Every third of the lease, and at once when Redis starts or stops hanging.
       yield* leaseStep.pipe(
-        Effect.repeat(Schedule.spaced(Duration.millis(Math.floor(ttlMillis / 3)))),
+        Effect.zipRight(Effect.raceFirst(Effect.sleep(Duration.millis(Math.floor(ttlMillis / 3))), Queue.take(leaseNow))),
+        Effect.forever,
         Effect.withClock(realClock),
         Effect.forkScoped
       )

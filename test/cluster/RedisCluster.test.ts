@@ -191,6 +191,43 @@ describe.skipIf(!hasTool("redis-server"))("RedisCluster", () => {
       yield* eventually("one leader", soleLeader(all, redis), "1 second")
     }))
 
+  it.scopedLive("while Redis hangs an update waits for one timeout at most: the commands after it fail at once, none is sent late", () =>
+    Effect.gen(function*() {
+      const server = yield* makeRedisServer
+      const redis = yield* inspect(server)
+      const [a, b] = yield* instances(server, 2)
+      const all = [a!, b!]
+      yield* eventually("one leader", soleLeader(all, redis))
+      yield* eventually("two subscribers", Effect.map(subscribers(redis), (n) => (n >= 2 ? n : undefined)))
+      expect(yield* a!.cluster.nextSeq(4)).toBe(5)
+
+      yield* server.pause
+      // The commands of one update, in the updater's order: each falls back (no gap claim, a local
+      // seq, local delivery), and together they wait for one timeout (1 s), not one each.
+      const started = performance.now()
+      expect(yield* a!.cluster.claimFetch(Duration.seconds(1), true)).toEqual(Option.none())
+      expect(yield* a!.cluster.nextSeq(20)).toBe(21)
+      expect(yield* a!.cluster.broadcast("during")).toBe(false)
+      const updateMs = performance.now() - started
+      expect(updateMs, "claimFetch + nextSeq + broadcast while Redis hangs").toBeLessThan(1_000 + 400)
+      // The other instance found the hang by itself (heartbeat): it leads, and its commands fail at once.
+      yield* eventually("both instances lead", Effect.map(leadersOf(all), (l) => (l.length === 2 ? l : undefined)), "2 seconds")
+      const other = performance.now()
+      expect(yield* b!.cluster.nextSeq(7)).toBe(8)
+      expect(yield* b!.cluster.broadcast("during, too")).toBe(false)
+      expect(performance.now() - other, "nextSeq + broadcast once the hang is known").toBeLessThan(500)
+
+      yield* server.resume
+      // One leader again, and the number handed out alone is raised into the counter.
+      yield* eventually("one leader again", soleLeader(all, redis), "3 seconds")
+      yield* eventually("the counter raised to 21", Effect.promise(() => redis.get(SEQ_KEY).then((v) => (v === "21" ? v : undefined))), "3 seconds")
+      expect(yield* b!.cluster.nextSeq(0)).toBe(22)
+      expect(yield* a!.cluster.broadcast("after")).toBe(true)
+      yield* eventually("after everywhere", Effect.sync(() => (all.every((i) => i.received.includes("after")) ? true : undefined)))
+      // What was delivered locally was not also published when Redis continued.
+      for (const i of all) expect(i.received).toEqual(["after"])
+    }))
+
   it.scopedLive("nextSeq is one strictly increasing sequence across instances, never at or below the floor, also across a Redis outage", () =>
     Effect.gen(function*() {
       const server = yield* makeRedisServer
