@@ -72,6 +72,25 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     let lastFetchStartedAt = Number.NEGATIVE_INFINITY
     // The outcome of every round, whoever started it, in order: the schedule's input.
     const outcomes = yield* Queue.sliding<Attempt>(64)
+    // Snapshots this instance numbered, so that their relayed copies are not counted twice.
+    const ownSeqs = new Set<number>()
+
+    // The cache is written behind the rounds, latest first: an L2 that is slow or hangs (Redis
+    // waits one timeout) neither delays clients nor the next round. A write still pending at
+    // shutdown is made then.
+    const toCache = yield* Queue.sliding<MarketSnapshot>(1)
+    yield* Queue.take(toCache).pipe(Effect.flatMap((snapshot) => cache.set(SnapshotKey, snapshot)), Effect.forever, Effect.forkScoped)
+    yield* Effect.addFinalizer(() => Effect.flatMap(Queue.poll(toCache), Option.match({ onNone: () => Effect.void, onSome: (s) => cache.set(SnapshotKey, s) })))
+
+    // A round another instance made (a force update on a follower, a refresh) counts like one of
+    // ours: the leader's schedule follows it.
+    yield* state.subscribe((event) => {
+      if (event._tag !== "Updated" || ownSeqs.has(event.snapshot.seq)) return
+      Queue.unsafeOffer(
+        outcomes,
+        event.snapshot.view.stale.isEmpty ? Attempt.Success() : Attempt.Failure({ retryAfter: Option.none() })
+      )
+    })
 
     const fetchOnce = (source: UpdateSource) =>
       Effect.gen(function*() {
@@ -95,9 +114,11 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
           seq: yield* cluster.nextSeq(Option.match(previous, { onNone: () => 0, onSome: (p) => p.seq })),
           fetched_at: yield* DateTime.now
         })
-        // Clients first: a slow or failing L2 write must not delay the broadcast.
+        ownSeqs.add(snapshot.seq)
+        if (ownSeqs.size > 64) ownSeqs.delete(ownSeqs.values().next().value ?? snapshot.seq)
+        // Clients first, then the cache, behind.
         yield* state.publish(snapshot, source)
-        yield* cache.set(SnapshotKey, snapshot)
+        yield* Queue.offer(toCache, snapshot)
         yield* Metrics.updateOutcome(fetched.problems.length > 0 ? "partial" : "success")
         const failure = fetched.failure
         if (Option.isSome(failure)) {

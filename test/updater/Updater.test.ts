@@ -218,6 +218,32 @@ describe("Updater", () => {
       expect(summarize(events).at(-1)).toBe("update seq=2 refresh price=101")
     }))
 
+  it.scoped("a snapshot another instance published counts as a round: the schedule follows it", () =>
+    Effect.gen(function*() {
+      const { calls, nextAttemptAt, state } = yield* setup([100, outage, outage, outage, outage, 103])
+      for (let i = 0; i < 4; i++) yield* TestClock.adjust("10 minutes")
+      expect(yield* nextAttemptAt).toEqual(Option.some(60 * 60))
+      yield* TestClock.adjust("5 minutes")
+      // A follower's force update, relayed to this instance: a new seq it did not number.
+      const latest = Option.getOrThrow(yield* state.latest)
+      yield* state.publish(MarketSnapshot.make({ view: view(102), seq: latest.seq + 1, fetched_at: DateTime.unsafeMake(45 * 60_000) }), "force_update")
+      yield* TestClock.adjust(0)
+      expect(yield* nextAttemptAt).toEqual(Option.some(55 * 60))
+      yield* TestClock.adjust("10 minutes")
+      expect((yield* calls).map((s) => s / 60)).toEqual([0, 10, 20, 30, 40, 55])
+    }))
+
+  it.scoped("writes every published snapshot to the cache (behind the round, latest first)", () =>
+    Effect.gen(function*() {
+      const { cache, events } = yield* setup([100, 101])
+      yield* TestClock.adjust(0)
+      const cached = yield* cache.get(SnapshotKey)
+      expect(Option.map(cached, (s) => s.seq)).toEqual(Option.some(1))
+      yield* TestClock.adjust("10 minutes")
+      expect(Option.map(yield* cache.get(SnapshotKey), (s) => s.seq)).toEqual(Option.some(2))
+      expect(summarize(events).filter((e) => e.startsWith("update"))).toHaveLength(2)
+    }))
+
   it.scoped("a force update that succeeds resets the failures and puts the next attempt one interval after it", () =>
     Effect.gen(function*() {
       const { calls, events, nextAttemptAt, updater } = yield* setup([100, outage, outage, outage, outage, 105, outage, 107])
