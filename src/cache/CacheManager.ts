@@ -142,10 +142,11 @@ export class CacheManager extends Effect.Service<CacheManager>()("dashcast/Cache
           })
       })
 
-    const get = Effect.fn("CacheManager.get")(function*<A, I>(key: CacheKey<A, I>) {
+    /** A read through L1, or straight from L2 (`fresh`) when another instance may have written it. */
+    const read = <A, I>(key: CacheKey<A, I>, fresh: boolean) => Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       const entry = l1.get(key.name)
-      if (entry !== undefined && entry.expiresAt > now) {
+      if (!fresh && entry !== undefined && entry.expiresAt > now) {
         remember(key.name, entry)
         const value = yield* decode(key, entry.json, "l1")
         if (Option.isSome(value)) {
@@ -154,11 +155,14 @@ export class CacheManager extends Effect.Service<CacheManager>()("dashcast/Cache
         }
         l1Stats.errors++
       }
-      l1Stats.misses++
-      l1.delete(key.name)
+      if (!fresh) {
+        l1Stats.misses++
+        l1.delete(key.name)
+      }
 
       const stored = yield* guarded("get", key.name, store.get(key.name))
-      if (Option.isNone(stored)) return Option.none<A>()
+      // L2 failing: what this instance has is better than nothing.
+      if (Option.isNone(stored)) return fresh && entry !== undefined && entry.expiresAt > now ? yield* decode(key, entry.json, "l1") : Option.none<A>()
       if (Option.isNone(stored.value)) {
         l2Stats.misses++
         return Option.none<A>()
@@ -176,6 +180,13 @@ export class CacheManager extends Effect.Service<CacheManager>()("dashcast/Cache
       return value
     })
 
+    const get = Effect.fn("CacheManager.get")(<A, I>(key: CacheKey<A, I>) => read(key, false))
+    /**
+     * Reads L2 first (refilling L1): for a value another instance of a cluster may have rewritten
+     * since this one last saw it. Falls back to L1 while L2 fails.
+     */
+    const getFresh = Effect.fn("CacheManager.getFresh")(<A, I>(key: CacheKey<A, I>) => read(key, true))
+
     const set = Effect.fn("CacheManager.set")(function*<A, I>(key: CacheKey<A, I>, value: A) {
       const now = yield* Clock.currentTimeMillis
       const json = yield* Effect.orDie(Schema.encode(key.json)(value))
@@ -189,7 +200,7 @@ export class CacheManager extends Effect.Service<CacheManager>()("dashcast/Cache
       l2: { ...l2Stats, degraded: failing.size > 0 ? 1 : 0 }
     }))
 
-    return { get, set, stats } as const
+    return { get, getFresh, set, stats } as const
   }),
   dependencies: [CacheStoreLive]
 }) {

@@ -36,6 +36,7 @@ import { waitAskedFor } from "./Upstream/RateLimit.js"
 import {
   AssetInfo,
   type AssetId,
+  LEGACY_ASSET,
   type Currency,
   FearGreed,
   MarketTotals,
@@ -191,7 +192,6 @@ interface MarketsAnswer {
 
 interface FearGreedAnswer {
   readonly value: FearGreed
-  readonly nextAt: number
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -393,9 +393,12 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
       const [latest] = data
       const untilNext = latest.time_until_update === undefined ? FEAR_GREED_REFRESH_MS : latest.time_until_update * 1000
       return {
-        value: FearGreed.make({ value: latest.value, label: latest.value_classification }),
         // At least hourly, and a little after the new value is due, so it is there when asked for.
-        nextAt: now + Math.min(FEAR_GREED_REFRESH_MS, untilNext + 60_000)
+        value: FearGreed.make({
+          value: latest.value,
+          label: latest.value_classification,
+          refresh_at: now + Math.min(FEAR_GREED_REFRESH_MS, untilNext + 60_000)
+        })
       }
     })
 
@@ -406,10 +409,29 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
       { concurrency: "unbounded" }
     )
 
+  /**
+   * Closes another instance fetched since this one last saw them (the previous view says when):
+   * read again from L2, so that no instance fetches what another already has.
+   */
+  const catchUpCharts = (previous: MarketView | undefined) =>
+    Effect.forEach(
+      Object.entries(previous?.charts ?? {}).filter(([asset, stamp]) => (charts.get(asset)?.fetched_at ?? -1) < stamp.fetched_at),
+      ([asset, stamp]) =>
+        Effect.map(cache.getFresh(closesKey(asset)), Option.map((entry) => {
+          if (entry.fetched_at < stamp.fetched_at) return
+          charts.set(asset, entry)
+          chartFailed.delete(asset)
+          known.add(asset)
+        })),
+      { concurrency: 16, discard: true }
+    )
+
   const fetch = Effect.fn("Upstream.fetch")(function*(previous: Option.Option<MarketView>) {
     const now = yield* Clock.currentTimeMillis
     const fetchedAt = DateTime.unsafeMake(now)
-    const fearGreedDue = now >= fearGreedDueAt
+    const prev = Option.getOrUndefined(previous)
+    yield* catchUpCharts(prev)
+    const fearGreedDue = now >= Math.max(fearGreedDueAt, Option.match(prev?.fear_greed ?? Option.none(), { onNone: () => 0, onSome: (f) => f.refresh_at }))
 
     const phaseOne = Effect.all({
       markets: Effect.forEach(currencies, (currency) => Effect.map(Effect.either(readMarkets(currency)), (r) => [currency, r] as const), {
@@ -419,7 +441,10 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
       fearGreed: fearGreedDue ? Effect.map(Effect.either(readFearGreed(now)), Option.some) : Effect.succeedNone
     }, { concurrency: "unbounded" })
     const plan = () => {
-      const watched = assets.filter((asset) => known.has(asset) && !missing.has(asset))
+      // Bitcoin first: the seed's summary needs its RSI, and clients of the first version need the summary.
+      const watched = [...assets]
+        .sort((a, b) => Number(b === LEGACY_ASSET) - Number(a === LEGACY_ASSET))
+        .filter((asset) => known.has(asset) && !missing.has(asset))
       const cold = watched.filter((asset) => !charts.has(asset)).length
       const limit = chartsPerRound({
         assets: watched.length,
@@ -457,7 +482,6 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
       yield* cache.set(closesKey(asset), entry)
     }
 
-    const prev = Option.getOrUndefined(previous)
     const problems: Array<UpstreamError> = []
     const staleCurrencies: Array<Currency> = []
     const staleQuotes: Array<readonly [Currency, AssetId]> = []
@@ -549,7 +573,7 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
       const result = answers.fearGreed.value
       if (Either.isRight(result)) {
         fearGreed = Option.some(result.right.value)
-        fearGreedDueAt = result.right.nextAt
+        fearGreedDueAt = result.right.value.refresh_at
         fearGreedStale = false
       } else {
         problems.push(result.left)
@@ -588,6 +612,7 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
       rsi,
       totals,
       fear_greed: fearGreed,
+      charts: Object.fromEntries([...charts].map(([asset, entry]) => [asset, { fetched_at: entry.fetched_at, next_due_at: entry.next_due_at }])),
       stale: StaleParts.make({
         currencies: staleCurrencies,
         quotes: staleQuotes,

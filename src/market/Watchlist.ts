@@ -47,8 +47,17 @@ export class MarketTotals extends Schema.Class<MarketTotals>("MarketTotals")({
 export class FearGreed extends Schema.Class<FearGreed>("FearGreed")({
   value: Schema.Int.pipe(Schema.between(0, 100)),
   /** alternative.me's own `value_classification` ("Extreme Fear" … "Extreme Greed"). */
-  label: Schema.String
+  label: Schema.String,
+  /**
+   * When dashcast asks alternative.me again (epoch ms): just after its next value is due, at most
+   * an hour on. Kept in the snapshot so that whichever instance makes the next round knows it.
+   */
+  refresh_at: Schema.optionalWith(Schema.Number, { default: () => 0 })
 }) {}
+
+/** When an asset's daily closes were fetched and are due again (epoch ms), for every instance. */
+export const ChartStamp = Schema.Struct({ fetched_at: Schema.Number, next_due_at: Schema.Number })
+export type ChartStamp = typeof ChartStamp.Type
 
 /**
  * What kept its last good value in a snapshot because the call that feeds it failed (or was not
@@ -85,7 +94,12 @@ export class MarketView extends Schema.Class<MarketView>("MarketView")({
   rsi: Schema.Record({ key: AssetId, value: Schema.Number.pipe(Schema.between(0, 100)) }),
   totals: Schema.Record({ key: Currency, value: MarketTotals }),
   fear_greed: Schema.OptionFromNullOr(FearGreed),
-  stale: StaleParts
+  stale: StaleParts,
+  /**
+   * Whose daily closes were fetched when (the closes themselves are in the L2 cache): an instance
+   * that makes the next round, or takes over, knows what is due and reloads newer closes.
+   */
+  charts: Schema.optionalWith(Schema.Record({ key: AssetId, value: ChartStamp }), { default: () => ({}) })
 }) {}
 
 /** A published view: the cluster-wide sequence number and when dashcast made it. */

@@ -44,6 +44,22 @@ const managerOver = <E>(store: Layer.Layer<CacheStore, E>) =>
   Effect.map(Layer.build(CacheManager.over(store)), Context.get(CacheManager))
 
 describe("CacheManager", () => {
+  it.scoped("getFresh reads what another instance wrote to L2 since, where get answers from L1; it falls back to L1 while L2 fails", () =>
+    Effect.gen(function*() {
+      const fake = makeFakeStore()
+      const one = yield* managerOver(fake.layer)
+      const other = yield* managerOver(fake.layer)
+      yield* one.set(PointKey, { x: 1, y: 1 })
+      expect(yield* other.get(PointKey)).toEqual(Option.some({ x: 1, y: 1 }))
+      yield* one.set(PointKey, { x: 2, y: 2 })
+      // L1 still holds the old value for `get`; `getFresh` asks L2 and refills L1.
+      expect(yield* other.get(PointKey)).toEqual(Option.some({ x: 1, y: 1 }))
+      expect(yield* other.getFresh(PointKey)).toEqual(Option.some({ x: 2, y: 2 }))
+      expect(yield* other.get(PointKey)).toEqual(Option.some({ x: 2, y: 2 }))
+      fake.control.failGets = true
+      expect(yield* other.getFresh(PointKey)).toEqual(Option.some({ x: 2, y: 2 }))
+    }))
+
   it.scoped("writes through to L2 and reads through from it into L1", () =>
     Effect.gen(function*() {
       const fake = makeFakeStore()

@@ -143,7 +143,7 @@ describe("Upstream", () => {
             })
           }
           for (const id of ["bitcoin", "ethereum", "solana", "tether"]) expect(view.rsi[id]).toBe(expectedRsi(v, id))
-          expect(Option.getOrThrow(view.fear_greed)).toEqual({ value: 54, label: "Neutral" })
+          expect(Option.getOrThrow(view.fear_greed)).toMatchObject({ value: 54, label: "Neutral" })
           expect(view.missing).toEqual([])
           expect(view.stale.isEmpty).toBe(true)
           expect(result.failure).toEqual(Option.none())
@@ -251,7 +251,7 @@ describe("Upstream", () => {
             fake.setValues({ fearGreed: value })
             // Asked again only when due: 0 s to the next value, so due 60 s later.
             const { view } = yield* market.fetch(Option.none())
-            expect(Option.getOrThrow(view.fear_greed)).toEqual({ value, label: fearGreedLabel(value) })
+            expect(Option.getOrThrow(view.fear_greed)).toMatchObject({ value, label: fearGreedLabel(value) })
             yield* TestClock.adjust("61 seconds")
           }
         }), { values: { fearGreedUpdateIn: 0 } }))
@@ -533,12 +533,12 @@ describe("Upstream", () => {
           const withPrevious = MarketView.make({ ...first.view, fear_greed: Option.some(FearGreed.make({ value: 33, label: "Fear" })) })
           const held = yield* market.fetch(Option.some(withPrevious))
           expect(held.view.stale.fear_greed).toBe(true)
-          expect(held.view.fear_greed).toEqual(Option.some({ value: 33, label: "Fear" }))
+          expect(Option.getOrThrow(held.view.fear_greed)).toMatchObject({ value: 33, label: "Fear" })
           expect(held.failure).toEqual(Option.none())
           expect(fake.requestsTo("fear_greed")).toHaveLength(1)
           yield* TestClock.adjust("50 seconds")
           const after = yield* market.fetch(previousOf(held))
-          expect(after.view.fear_greed).toEqual(Option.some({ value: 12, label: "Extreme Fear" }))
+          expect(Option.getOrThrow(after.view.fear_greed)).toMatchObject({ value: 12, label: "Extreme Fear" })
           expect(after.view.stale.isEmpty).toBe(true)
         })))
 
@@ -763,7 +763,7 @@ describe("Upstream", () => {
           expect(yield* roundAt(Duration.sum("660 seconds", "59 minutes"))).toBe(2)
           expect(yield* roundAt(Duration.sum("660 seconds", "60 minutes"))).toBe(3)
           expect(yield* roundAt(Duration.sum("660 seconds", "61 minutes"))).toBe(3)
-          expect(previous.view.fear_greed).toEqual(Option.some({ value: 70, label: "Greed" }))
+          expect(Option.getOrThrow(previous.view.fear_greed)).toMatchObject({ value: 70, label: "Greed" })
         }), { values: { fearGreedUpdateIn: 600 } }))
 
     it.effect("fetches each asset's closes at most once an hour, fills a cold start fast, then spreads the calls", () => {
@@ -878,6 +878,33 @@ describe("Upstream", () => {
         yield* TestClock.adjust("56 minutes")
         yield* run((market) => market.fetch(Option.none()))
         expect(fake.requestsTo("market_chart").map((r) => r.target)).toEqual(["bitcoin", "ethereum", "bitcoin"])
+      }).pipe(Effect.scoped))
+  })
+
+  describe("in a cluster", () => {
+    it.effect("an instance that makes the next round knows from the previous snapshot what another fetched: no repeated hourly calls", () =>
+      Effect.gen(function*() {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dashcast-upstream-"))
+        yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+        // One L2 shared by two instances (Redis in a real cluster), each with its own L1 and memory.
+        const shared = () => CacheManager.over(SqliteStoreLive({ path: path.join(dir, "cache.sqlite") }))
+        yield* TestClock.setTime(morningOfToday())
+        const fake = yield* scopedFakeUpstream()
+        const env = { ASSETS: "bitcoin,ethereum" }
+        const leader = Context.get(yield* Layer.build(marketLayer(fake, env, shared())), MarketData)
+        const follower = Context.get(yield* Layer.build(marketLayer(fake, env, shared())), MarketData)
+        // The follower started long ago: it has no closes and thinks Fear & Greed is due.
+        const led = yield* leader.fetch(Option.none())
+        expect(fake.requestsTo("market_chart")).toHaveLength(2)
+        expect(fake.requestsTo("fear_greed")).toHaveLength(1)
+        yield* TestClock.adjust("2 minutes")
+        // A force update on the follower, with the snapshot the leader published.
+        const forced = yield* follower.fetch(Option.some(led.view))
+        expect(fake.requestsTo("market_chart")).toHaveLength(2)
+        expect(fake.requestsTo("fear_greed")).toHaveLength(1)
+        // It has the leader's closes, so its RSI is the same live RSI.
+        expect(forced.view.rsi["ethereum"]).toBe(expectedRsi(fake.values(), "ethereum"))
+        expect(forced.view.charts).toEqual(led.view.charts)
       }).pipe(Effect.scoped))
   })
 
