@@ -36,7 +36,8 @@ export interface Freshness {
 /** What travels on the cluster channel. */
 const Envelope = Schema.parseJson(Schema.Union(
   Schema.Struct({ kind: Schema.Literal("update"), source: UpdateSource, snapshot: MarketSnapshot }),
-  Schema.Struct({ kind: Schema.Literal("error"), error: Schema.String, at: Schema.Number, retryAfterSeconds: Schema.Number })
+  Schema.Struct({ kind: Schema.Literal("error"), error: Schema.String, at: Schema.Number, retryAfterSeconds: Schema.Number }),
+  Schema.Struct({ kind: Schema.Literal("hold"), until: Schema.Number })
 ))
 const encodeEnvelope = Schema.encodeSync(Envelope)
 const decodeEnvelope = Schema.decodeUnknownEither(Envelope)
@@ -51,6 +52,8 @@ export class MarketState extends Effect.Service<MarketState>()("dashcast/MarketS
     /** True once the latest snapshot was delivered to readers (a warm-start seed is not). */
     let delivered = false
     let status: UpdaterStatus = { nextAttemptAt: Option.none(), lastError: Option.none() }
+    /** Until when (epoch ms) the provider of prices asked, on any instance, not to be called. */
+    let heldUntil = 0
     const listeners: Array<(event: StateEvent) => void> = []
     let refreshWanted: () => void = () => {}
 
@@ -81,7 +84,8 @@ export class MarketState extends Effect.Service<MarketState>()("dashcast/MarketS
       if (envelope._tag === "Left") return
       const m = envelope.right
       if (m.kind === "update") applyUpdate(m.snapshot, m.source)
-      else applyError(m.error, m.at, m.retryAfterSeconds)
+      else if (m.kind === "error") applyError(m.error, m.at, m.retryAfterSeconds)
+      else heldUntil = Math.max(heldUntil, m.until)
     })
 
     const freshness = (now: number): Option.Option<Freshness> =>
@@ -127,6 +131,19 @@ export class MarketState extends Effect.Service<MarketState>()("dashcast/MarketS
         const relayed = yield* cluster.broadcast(encodeEnvelope({ kind: "error", error, at, retryAfterSeconds }))
         if (!relayed) applyError(error, at, retryAfterSeconds)
       }),
+      /**
+       * The provider of prices asked (through a 429 on this or another instance) not to be called
+       * until `until` (epoch ms): every instance learns it, so no one's force update, refresh or
+       * takeover calls it sooner.
+       */
+      holdUpstream: Effect.fn("MarketState.holdUpstream")(function*(until: number) {
+        if (until <= heldUntil) return
+        const relayed = yield* cluster.broadcast(encodeEnvelope({ kind: "hold", until }))
+        if (!relayed) heldUntil = until
+      }),
+      /** What is left of the provider's wait, if any. */
+      heldFor: Effect.map(Clock.currentTimeMillis, (now) =>
+        heldUntil > now ? Option.some(Duration.millis(heldUntil - now)) : Option.none<Duration.Duration>()),
       /** A client found the snapshot old: asks the updater for a background refresh (it decides). */
       wantRefresh: (): void => refreshWanted(),
       /** The updater's answer to `wantRefresh`. */

@@ -92,10 +92,21 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
       )
     })
 
+    /**
+     * What is left of the price provider's wait: as this instance's client saw it, or as another
+     * instance told every one (a 429 there). When it changes here, the others learn it.
+     */
+    const providerWait = Effect.map(Effect.all([market.blockedFor, state.heldFor]), ([local, shared]) =>
+      Option.isNone(local) ? shared : Option.isNone(shared) ? local : Option.some(Duration.max(local.value, shared.value)))
+    const shareProviderWait = Effect.gen(function*() {
+      const local = yield* market.blockedFor
+      if (Option.isSome(local)) yield* state.holdUpstream((yield* Clock.currentTimeMillis) + Duration.toMillis(local.value))
+    })
+
     const fetchOnce = (source: UpdateSource) =>
       Effect.gen(function*() {
         // The provider's Retry-After binds every round, the schedule's included: nothing is sent.
-        const blocked = yield* market.blockedFor
+        const blocked = yield* providerWait
         if (Option.isSome(blocked)) return yield* new RefreshTooSoon({ retryAfter: blocked.value, reason: "upstream_rate_limit" })
         // Cluster-wide gap: a scheduled call always takes it; a force update or refresh must win it.
         const wait = yield* cluster.claimFetch(config.minFetchGap, source === "scheduled_update")
@@ -138,7 +149,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         const refusedByGap = Exit.isFailure(exit) &&
           Option.exists(Cause.failureOption(exit.cause), (e) => e._tag === "RefreshTooSoon" && e.reason === "min_fetch_gap")
         if (refusedByGap || Exit.isInterrupted(exit)) return Option.none()
-        return Option.some(Attempt.Failure({ retryAfter: yield* market.blockedFor }))
+        return Option.some(Attempt.Failure({ retryAfter: yield* providerWait }))
       })
 
     /**
@@ -154,6 +165,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         return Effect.uninterruptibleMask((restore) =>
           Effect.gen(function*() {
             const exit = yield* Effect.exit(restore(fetchOnce(source)))
+            yield* shareProviderWait
             inFlight = Option.none()
             yield* Deferred.done(deferred, exit)
             const outcome = yield* outcomeOf(exit)
@@ -272,7 +284,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
       const latest = yield* state.latest
       const fresh = Option.exists(latest, (l) => now - DateTime.toEpochMillis(l.fetched_at) < freshnessMillis)
       if (fresh || Option.isNone(latest) || Option.isSome(inFlight) || Option.isSome(yield* gapRemaining)) return false
-      if (Option.isSome(yield* market.blockedFor)) return false
+      if (Option.isSome(yield* providerWait)) return false
       const refresh = yield* claimFetch("refresh")
       yield* refresh.pipe(
         // Another instance refreshed within the gap: its update reaches us through the channel.
@@ -295,7 +307,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
        */
       forceUpdate: Effect.fn("Updater.forceUpdate")(function*() {
         if (Option.isSome(inFlight)) return yield* Deferred.await(inFlight.value)
-        const blocked = yield* market.blockedFor
+        const blocked = yield* providerWait
         if (Option.isSome(blocked)) return yield* new RefreshTooSoon({ retryAfter: blocked.value, reason: "upstream_rate_limit" })
         const wait = yield* gapRemaining
         if (Option.isSome(wait)) return yield* new RefreshTooSoon({ retryAfter: wait.value, reason: "min_fetch_gap" })

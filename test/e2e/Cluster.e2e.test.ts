@@ -22,7 +22,7 @@ import {
   waitFor,
   type WsClient
 } from "../support/Binary.js"
-import { type FakeUpstream, startFakeUpstream } from "../support/FakeUpstream.js"
+import { type FakeUpstream, Fault, startFakeUpstream } from "../support/FakeUpstream.js"
 import { makeRedisServer, type RedisServer } from "../support/RedisServer.js"
 import { hasTool } from "../support/SystemTools.js"
 import { assetOf, ENDPOINTS, expectedAsset } from "./Market.js"
@@ -369,5 +369,28 @@ describe.skipIf(!hasTool("redis-server"))("dashcast binary: three instances over
         expect(frame.message.data?.btc_price, where).toBe(values.assets["bitcoin"]?.prices[currency])
       }
     }
+  }, 45_000)
+
+  it("a 429 the leader got holds every instance: a force update on a follower inside its Retry-After is refused and nothing is sent", async () => {
+    await using cluster = await startCluster()
+    const { clients, fake } = cluster
+    await Promise.all(clients.map((c, k) => nextUpdate(c, 0, `a first update on client ${k}`, 8_000)))
+    const leader = await waitFor(cluster.leader, "an instance named in dashcast:leader")
+    // The leader's next round gets CoinGecko's 429 with an hour's wait.
+    fake.fail("coins_markets", Fault.RateLimited({ retryAfter: "3600" }), { times: 1 })
+    await fake.waitForRequests(fake.requestsTo("coins_markets").length + 1, "coins_markets")
+    const error = await clients[0]!.waitFor((m) => m.type === "error", { label: "the error after the 429", timeoutMs: 4_000 })
+    if (error.message.type !== "error") throw new Error("unreachable")
+    expect(error.message.retry_after).toBeGreaterThan(3_500)
+    const sent = fake.requests().length
+    await Bun.sleep(MIN_GAP_MS + 200)
+    for (const app of cluster.apps.filter((a) => a !== leader)) {
+      const refused = await forceUpdate(app)
+      expect(refused.status).toBe(429)
+      expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(3_500)
+    }
+    // Nor does any instance's schedule call meanwhile.
+    await Bun.sleep(2 * INTERVAL_MS)
+    expect(fake.requests().length).toBe(sent)
   }, 45_000)
 })

@@ -218,6 +218,23 @@ describe("Updater", () => {
       expect(summarize(events).at(-1)).toBe("update seq=2 refresh price=101")
     }))
 
+  it.scoped("a provider's wait another instance learned holds here too: no force update, refresh or scheduled call inside it", () =>
+    Effect.gen(function*() {
+      const { calls, state, updater } = yield* setup([100, 101], { MIN_FETCH_GAP: "30 seconds", FRESHNESS: "1 minutes" })
+      yield* TestClock.adjust("2 minutes")
+      // A 429 on another instance, relayed through the state: an hour from now.
+      yield* state.holdUpstream(2 * 60_000 + 3_600_000)
+      const refused = yield* Effect.flip(updater.forceUpdate())
+      expect(refused).toMatchObject({ _tag: "RefreshTooSoon", reason: "upstream_rate_limit" })
+      if (refused._tag === "RefreshTooSoon") expect(Duration.toSeconds(refused.retryAfter)).toBe(3_600)
+      expect(yield* updater.refreshIfStale).toBe(false)
+      // The scheduled attempt at 10 minutes is not sent either; the next one is when the wait ends.
+      yield* TestClock.adjust("59 minutes")
+      expect(yield* calls).toEqual([0])
+      yield* TestClock.adjust("1 minutes")
+      expect(yield* calls).toEqual([0, 62 * 60])
+    }))
+
   it.scoped("a snapshot another instance published counts as a round: the schedule follows it", () =>
     Effect.gen(function*() {
       const { calls, nextAttemptAt, state } = yield* setup([100, outage, outage, outage, outage, 103])
