@@ -4,7 +4,7 @@
  * get a profile derived from their id), converted at fixed exchange ratios, with RSI-14 from
  * simulated daily closes. Same `MarketData` port as the live client; nothing here is real data.
  */
-import { Clock, DateTime, Effect, Layer, Option, Random, Ref } from "effect"
+import { Clock, DateTime, Effect, Layer, Option } from "effect"
 import { AppConfig } from "../Config.js"
 import { MarketData } from "./MarketData.js"
 import { wilderRsi } from "./Rsi.js"
@@ -100,29 +100,39 @@ interface DemoState {
 
 const clamp = (lo: number, hi: number, x: number) => Math.min(hi, Math.max(lo, x))
 
+/**
+ * A seeded pseudo-random sequence in [0, 1) (mulberry32): the same seed gives the same walk. Plain
+ * and synchronous, because a round draws hundreds of numbers (a fiber operation each would make
+ * the simulated fetch cost more than the broadcast it feeds).
+ */
+const seeded = (seed: number): (() => number) => {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
+  }
+}
+
 /** A roughly normal step from the sum of uniform draws (Irwin-Hall), scaled to `sigma`. */
-const gaussian = (sigma: number) =>
-  Effect.map(
-    Effect.all([Random.next, Random.next, Random.next, Random.next]),
-    (u) => (u.reduce((a, b) => a + b, 0) - 2) * Math.sqrt(3) * sigma
-  )
+const gaussian = (next: () => number, sigma: number) => (next() + next() + next() + next() - 2) * Math.sqrt(3) * sigma
 
-const initialWalk = (profile: Profile) =>
-  Effect.gen(function*() {
-    const closes: Array<number> = [profile.usd]
-    for (let i = 1; i < DAILY_CLOSES; i++) closes.push(closes[i - 1]! * (1 + (yield* gaussian(profile.sigma))))
-    return { usd: closes[closes.length - 1]!, open24h: closes[closes.length - 2]!, volumeShare: 0.035, closes } satisfies AssetWalk
-  })
+const initialWalk = (profile: Profile, next: () => number): AssetWalk => {
+  const closes: Array<number> = [profile.usd]
+  for (let i = 1; i < DAILY_CLOSES; i++) closes.push(closes[i - 1]! * (1 + gaussian(next, profile.sigma)))
+  return { usd: closes[closes.length - 1]!, open24h: closes[closes.length - 2]!, volumeShare: 0.035, closes }
+}
 
-const stepWalk = (walk: AssetWalk, profile: Profile) =>
-  Effect.gen(function*() {
-    // A round is a few seconds: steps of a twentieth of the daily volatility look alive, not wild.
-    const usd = walk.usd * (1 + (yield* gaussian(profile.sigma / 16)))
-    // The 24h reference drifts slowly so the change looks like a rolling window, not a running total.
-    const open24h = walk.open24h * (1 + (yield* gaussian(profile.sigma / 60)))
-    const volumeShare = clamp(0.01, 0.2, walk.volumeShare * (1 + (yield* gaussian(0.01))))
-    return { usd, open24h, volumeShare, closes: [...walk.closes.slice(0, -1), usd] } satisfies AssetWalk
-  })
+const stepWalk = (walk: AssetWalk, profile: Profile, next: () => number): AssetWalk => {
+  // A round is a few seconds: steps of a sixteenth of the daily volatility look alive, not wild.
+  const usd = walk.usd * (1 + gaussian(next, profile.sigma / 16))
+  // The 24h reference drifts slowly so the change looks like a rolling window, not a running total.
+  const open24h = walk.open24h * (1 + gaussian(next, profile.sigma / 60))
+  const volumeShare = clamp(0.01, 0.2, walk.volumeShare * (1 + gaussian(next, 0.01)))
+  return { usd, open24h, volumeShare, closes: [...walk.closes.slice(0, -1), usd] }
+}
 
 /** Fear & Greed labels as alternative.me words them. */
 const fearGreedLabel = (value: number): string =>
@@ -135,38 +145,31 @@ const significant = (x: number, digits: number) => Number(x.toPrecision(digits))
 export const makeDemoMarketData = (seed: number) =>
   Effect.gen(function*() {
     const config = yield* AppConfig
-    const random = Random.make(seed)
+    const next = seeded(seed)
     const profiles = new Map(config.assets.map((id) => [id, profileOf(id)]))
-    const initial = yield* Effect.withRandom(
-      Effect.gen(function*() {
-        const walks = new Map<AssetId, AssetWalk>()
-        for (const [id, profile] of profiles) walks.set(id, yield* initialWalk(profile))
-        return { walks, fearGreed: Math.round(clamp(5, 95, 50 + (yield* gaussian(15)))), totalUsd: 2.3e12 } satisfies DemoState
-      }),
-      random
-    )
-    const state = yield* Ref.make<DemoState>(initial)
-    const step = (current: DemoState) =>
-      Effect.gen(function*() {
-        const walks = new Map<AssetId, AssetWalk>()
-        for (const [id, walk] of current.walks) walks.set(id, yield* stepWalk(walk, profiles.get(id) ?? profileOf(id)))
-        return {
-          walks,
-          fearGreed: clamp(0, 100, current.fearGreed + Math.round(yield* gaussian(1.2))),
-          totalUsd: current.totalUsd * (1 + (yield* gaussian(0.0015)))
-        } satisfies DemoState
-      })
+    const walks = new Map<AssetId, AssetWalk>()
+    for (const [id, profile] of profiles) walks.set(id, initialWalk(profile, next))
+    let state: DemoState = { walks, fearGreed: Math.round(clamp(5, 95, 50 + gaussian(next, 15))), totalUsd: 2.3e12 }
+    const step = (current: DemoState): DemoState => {
+      const stepped = new Map<AssetId, AssetWalk>()
+      for (const [id, walk] of current.walks) stepped.set(id, stepWalk(walk, profiles.get(id) ?? profileOf(id), next))
+      return {
+        walks: stepped,
+        fearGreed: clamp(0, 100, current.fearGreed + Math.round(gaussian(next, 1.2))),
+        totalUsd: current.totalUsd * (1 + gaussian(next, 0.0015))
+      }
+    }
 
     const fetch = Effect.fn("MarketData.fetch")(function*(_previous: Option.Option<MarketView>) {
-      const next = yield* Effect.withRandom(Effect.flatMap(Ref.get(state), step), random)
-      yield* Ref.set(state, next)
+      state = step(state)
+      const current = state
       const now = DateTime.unsafeMake(yield* Clock.currentTimeMillis)
       const quotes: Record<Currency, Record<AssetId, Quote>> = {}
       const totals: Record<Currency, MarketTotals> = {}
       for (const currency of config.currencies) {
         const ratio = ratioOf(currency)
         const inCurrency: Record<AssetId, Quote> = {}
-        for (const [id, walk] of next.walks) {
+        for (const [id, walk] of current.walks) {
           const profile = profiles.get(id) ?? profileOf(id)
           const cap = walk.usd * profile.supply * ratio
           inCurrency[id] = Quote.make({
@@ -176,16 +179,17 @@ export const makeDemoMarketData = (seed: number) =>
             volume_24h: Math.round(cap * walk.volumeShare),
             last_updated: now,
             fetched_at: now
-          })
+            // Made here from the walk's own numbers: checking 150 of them each round would cost more than the broadcast.
+          }, true)
         }
         quotes[currency] = inCurrency
         totals[currency] = MarketTotals.make({
-          total_market_cap: Math.round(next.totalUsd * ratio),
-          total_volume: Math.round(next.totalUsd * ratio * 0.035)
+          total_market_cap: Math.round(current.totalUsd * ratio),
+          total_volume: Math.round(current.totalUsd * ratio * 0.035)
         })
       }
       const rsi: Record<AssetId, number> = {}
-      for (const [id, walk] of next.walks) {
+      for (const [id, walk] of current.walks) {
         // Sixty simulated closes always give an RSI; none would be a bug, not a value to invent.
         rsi[id] = Math.round((yield* Effect.orDie(wilderRsi(walk.closes))) * 100) / 100
       }
@@ -199,7 +203,7 @@ export const makeDemoMarketData = (seed: number) =>
           quotes,
           rsi,
           totals,
-          fear_greed: Option.some(FearGreed.make({ value: next.fearGreed, label: fearGreedLabel(next.fearGreed) })),
+          fear_greed: Option.some(FearGreed.make({ value: current.fearGreed, label: fearGreedLabel(current.fearGreed) })),
           stale: StaleParts.none
         }),
         failure: Option.none(),

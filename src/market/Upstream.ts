@@ -507,6 +507,7 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
         if (row !== undefined) {
           if (badRows.delete(rowKey)) yield* Effect.logInfo("quote decodes again").pipe(Effect.annotateLogs({ currency, asset }))
           infos.set(asset, AssetInfo.make({ id: asset, symbol: row.symbol, name: row.name }))
+          // The row was decoded with the same bounds: no need to check its values twice.
           fresh[asset] = Quote.make({
             price: row.current_price,
             change_24h: row.price_change_percentage_24h,
@@ -515,7 +516,7 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
             volume_24h: row.total_volume,
             last_updated: row.last_updated ?? fetchedAt,
             fetched_at: fetchedAt
-          })
+          }, true)
           continue
         }
         const bad = result.right.bad.get(asset)

@@ -44,6 +44,12 @@ export interface Round {
   readonly problems: ReadonlyArray<UpstreamError>
 }
 
+/** Lets the event loop finish its turn (Bun flushes published frames then), on the real loop whatever the Clock. */
+const endOfTurn = Effect.async<void>((resume) => {
+  const id = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(id))
+})
+
 export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
   scoped: Effect.gen(function*() {
     const config = yield* AppConfig
@@ -127,8 +133,10 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         })
         ownSeqs.add(snapshot.seq)
         if (ownSeqs.size > 64) ownSeqs.delete(ownSeqs.values().next().value ?? snapshot.seq)
-        // Clients first, then the cache, behind.
+        // Clients first, then the cache, behind. Bun sends a published frame under 16 KiB when the
+        // event loop's turn ends: end it now, before the answer to a force update and the cache write.
         yield* state.publish(snapshot, source)
+        yield* endOfTurn
         yield* Queue.offer(toCache, snapshot)
         yield* Metrics.updateOutcome(fetched.problems.length > 0 ? "partial" : "success")
         const failure = fetched.failure
