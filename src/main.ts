@@ -9,7 +9,7 @@ import * as Cli from "./Cli.js"
 import { StandaloneCluster } from "./cluster/Cluster.js"
 import { RedisClusterLive } from "./cluster/RedisCluster.js"
 import { AppConfig } from "./Config.js"
-import { HttpApi } from "./http/HttpApi.js"
+import { ApiHandlers } from "./http/ApiHandlers.js"
 import { LoggingLive } from "./Logging.js"
 import { DemoMarketDataLive } from "./market/Demo.js"
 import { UpstreamMarketDataFetchLive } from "./market/Upstream.js"
@@ -36,7 +36,7 @@ const ClusterLive = Layer.unwrapEffect(
 
 // Readers of the market state (Broadcaster, history) are built before the Updater writes to it.
 const ServerLive = Server.Default.pipe(
-  Layer.provide(HttpApi.Default),
+  Layer.provide(ApiHandlers.Default),
   Layer.provide(MetricsExporter.Default),
   Layer.provideMerge(Updater.DefaultWithoutDependencies),
   Layer.provide(MarketDataLive),

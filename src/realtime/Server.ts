@@ -7,7 +7,7 @@ import { HttpApp, HttpMiddleware } from "@effect/platform"
 import type { Server as BunServer, ServerWebSocket } from "bun"
 import { Data, Duration, Effect, FiberSet, LogLevel, Option, Redacted, Schedule } from "effect"
 import { AppConfig } from "../Config.js"
-import { HttpApi } from "../http/HttpApi.js"
+import { ApiHandlers } from "../http/ApiHandlers.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { MarketState } from "../state/MarketState.js"
 import dashboardPage from "../web/index.html"
@@ -61,9 +61,9 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
     const config = yield* AppConfig
     const broadcaster = yield* Broadcaster
     const state = yield* MarketState
-    const api = yield* HttpApi
+    const api = yield* ApiHandlers
     const runFork = yield* FiberSet.makeRuntime<never>()
-    // Every API request is logged (method, path, status); probes and scrapes opt out in HttpApi.
+    // Every API request is logged (method, path, status); probes and scrapes opt out in ApiHandlers.
     const handleHttp = HttpApp.toWebHandlerRuntime(yield* Effect.runtime<never>())(api.app, HttpMiddleware.logger)
     // Per-connection logs cost a fiber each, so they are only made when debug logging is on.
     const logConnections = LogLevel.lessThanEqual(config.logLevel, LogLevel.Debug)

@@ -22,10 +22,12 @@
  * client itself is one Effect fiber reading `Clock` and `Random`, so tests drive it with `TestClock`
  * and a seeded `Random` instead of real time.
  */
-import { Clock, Effect, Either, Option, Queue, Random, Schema } from "effect"
+import { Clock, Effect, Either, Option, Queue, Random } from "effect"
 import type { DashboardSummary, SummaryField } from "../market/DashboardSummary.js"
 import { decodeServerMessage, type ServerMessage, type UpdateSource } from "../realtime/Protocol.js"
-import { type HistoryPoint, HistoryResponse } from "../history/HistoryPoint.js"
+import { FetchHttpClient, HttpApiClient } from "@effect/platform"
+import type { HistoryPoint } from "../history/HistoryPoint.js"
+import { DashcastApi } from "../http/DashcastApi.js"
 import type { AssetQuote, MarketSide } from "../market/Watchlist.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -226,16 +228,30 @@ const withCurrency = (url: string, currency: string | undefined): string => {
   return parsed.href
 }
 
-const decodeHistory = Schema.decodeUnknownEither(HistoryResponse)
+/**
+ * The server's HTTP API, typed by its own declarations (`DashcastApi`): `client.dashboard({ urlParams:
+ * { currency } })`, `client.assets()`, `client.history()`, `client.refresh()`. Errors are the declared
+ * ones (`BadRequest`, `Unavailable`, …), decoded like the successes.
+ */
+export const apiClient = (base: string | URL) => HttpApiClient.make(DashcastApi, { baseUrl: new URL("/", base).href })
+
+/** Runs a call of `apiClient(base)` with the platform's `fetch`, as a Promise (for pages and scripts). */
+export const callApi = <A, E>(
+  base: string | URL,
+  call: (client: Effect.Effect.Success<ReturnType<typeof apiClient>>) => Effect.Effect<A, E>,
+  init: { readonly signal?: AbortSignal } = {}
+): Promise<A> =>
+  Effect.runPromise(
+    Effect.flatMap(apiClient(base), call).pipe(
+      Effect.provide(FetchHttpClient.layer),
+      Effect.provideService(FetchHttpClient.RequestInit, { cache: "no-store", ...(init.signal ? { signal: init.signal } : {}) })
+    ),
+    init.signal ? { signal: init.signal } : {}
+  )
 
 /** `GET /api/history` of the server at `base`, decoded: the chart's points, oldest first. */
-export const fetchHistory = async (base: string | URL, init: { readonly signal?: AbortSignal } = {}): Promise<ReadonlyArray<HistoryPoint>> => {
-  const response = await fetch(new URL("/api/history", base), { cache: "no-store", ...(init.signal ? { signal: init.signal } : {}) })
-  if (!response.ok) throw new Error(`GET /api/history: HTTP ${response.status}`)
-  const decoded = decodeHistory(await response.json())
-  if (Either.isLeft(decoded)) throw new Error(`GET /api/history: unexpected body: ${decoded.left.message}`)
-  return decoded.right.points
-}
+export const fetchHistory = (base: string | URL, init: { readonly signal?: AbortSignal } = {}): Promise<ReadonlyArray<HistoryPoint>> =>
+  callApi(base, (client) => Effect.map(client.history(), (r) => r.points), init)
 
 /** The document's visibility and the navigator's network state; `undefined` outside a browser. */
 export const browserSignals = (): PageSignals | undefined => {

@@ -9,7 +9,7 @@ import { CacheManager } from "../../src/cache/CacheManager.js"
 import { StandaloneCluster } from "../../src/cluster/Cluster.js"
 import { AppConfig } from "../../src/Config.js"
 import { History, HistoryRecorder } from "../../src/history/History.js"
-import { HttpApi } from "../../src/http/HttpApi.js"
+import { ApiHandlers } from "../../src/http/ApiHandlers.js"
 import { DashboardSummary } from "../../src/market/DashboardSummary.js"
 import { type Endpoint, type MarketFetch, MarketData, UpstreamError, UpstreamReason } from "../../src/market/MarketData.js"
 import { AssetInfo, FearGreed, MarketSnapshot, MarketTotals, MarketView, Quote, StaleParts } from "../../src/market/Watchlist.js"
@@ -309,7 +309,7 @@ const recordingBroadcaster = (log: Array<Published>) =>
 /** The composition of `src/main.ts`, with the market double instead of the live feed. */
 const stack = (market: ScriptedMarket, config: Readonly<Record<string, string>>, logLevel: LogLevel.LogLevel, log: Array<Published>) =>
   Server.Default.pipe(
-    Layer.provide(HttpApi.Default),
+    Layer.provide(ApiHandlers.Default),
     Layer.provide(MetricsExporter.Default),
     Layer.provideMerge(Updater.DefaultWithoutDependencies),
     Layer.provide(Layer.succeed(MarketData, market.service)),

@@ -1,0 +1,171 @@
+/**
+ * The HTTP API, declared (docs/ARCHITECTURE.md, "HTTP"): every endpoint with its request and
+ * response Schemas and its errors with their HTTP status. The server implements it
+ * (`ApiHandlers.ts`), `GET /api/openapi.json` describes it, and the client SDK calls it through
+ * `HttpApiClient` with these same declarations. A leaf module (Schemas only), so the browser
+ * bundle can import it.
+ */
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
+import { Schema } from "effect"
+import { HistoryResponse } from "../history/HistoryPoint.js"
+import { DashboardSummary, SummaryField } from "../market/DashboardSummary.js"
+import { AssetQuote, MarketSide } from "../market/Watchlist.js"
+
+// ---------------------------------------------------------------------------------------------
+// Errors: one JSON body each, `{"_tag":…,"error":"…"}`, with their status.
+
+export class BadRequest extends Schema.TaggedError<BadRequest>()("BadRequest", { error: Schema.String }, HttpApiSchema.annotations({
+  status: 400,
+  description: "A parameter the server does not know, such as a currency outside CURRENCIES"
+})) {}
+
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthorized", { error: Schema.String }, HttpApiSchema.annotations({
+  status: 401,
+  description: "No bearer token, or not ADMIN_TOKEN"
+})) {}
+
+export class NotFound extends Schema.TaggedError<NotFound>()("NotFound", { error: Schema.String }, HttpApiSchema.annotations({
+  status: 404,
+  description: "Not found; for the admin endpoints: no ADMIN_TOKEN is configured, so they do not exist"
+})) {}
+
+export class TooManyRequests extends Schema.TaggedError<TooManyRequests>()("TooManyRequests", {
+  error: Schema.String,
+  /** Seconds, as the `Retry-After` header says. */
+  retry_after: Schema.Int.pipe(Schema.positive())
+}, HttpApiSchema.annotations({
+  status: 429,
+  description: "Within MIN_FETCH_GAP of the last upstream call, or while the provider's own Retry-After holds; see Retry-After"
+})) {}
+
+export class UpstreamFailed extends Schema.TaggedError<UpstreamFailed>()("UpstreamFailed", { error: Schema.String }, HttpApiSchema.annotations({
+  status: 502,
+  description: "Every upstream call of the round failed: nothing was published"
+})) {}
+
+export class Unavailable extends Schema.TaggedError<Unavailable>()("Unavailable", {
+  error: Schema.String,
+  retry_after: Schema.optional(Schema.Int.pipe(Schema.positive()))
+}, HttpApiSchema.annotations({
+  status: 503,
+  description: "No market data yet (the first round is in progress or failing)"
+})) {}
+
+// ---------------------------------------------------------------------------------------------
+// Bodies
+
+/** `?currency=`: one of the server's CURRENCIES; repeated, the first counts (as on `/ws`). */
+const CurrencyParam = Schema.transform(Schema.Union(Schema.String, Schema.NonEmptyArray(Schema.String)), Schema.String, {
+  strict: true,
+  decode: (given) => (typeof given === "string" ? given : given[0]),
+  encode: (currency) => currency
+}).annotations({ description: "One of the server's CURRENCIES; the first by default", examples: ["usd"] })
+
+/** The members every WebSocket frame of a currency carries (docs/ARCHITECTURE.md, "Protocol"). */
+const ViewFields = {
+  currency: Schema.String,
+  assets: Schema.Array(AssetQuote),
+  market: MarketSide,
+  data: Schema.optional(DashboardSummary),
+  stale_fields: Schema.optional(Schema.Array(SummaryField)),
+  stale_paths: Schema.optional(Schema.Array(Schema.String))
+}
+
+export const DashboardResponse = Schema.Struct({
+  ...ViewFields,
+  seq: Schema.Int.pipe(Schema.positive()),
+  age_seconds: Schema.Number.pipe(Schema.nonNegative()),
+  /** Older than FRESHNESS, or some values of this currency kept an old value. */
+  stale: Schema.Boolean,
+  /** When the updater tries upstream next (ISO-8601), if it knows. */
+  next_update_at: Schema.NullOr(Schema.String)
+}).annotations({ identifier: "Dashboard" })
+export type DashboardResponse = typeof DashboardResponse.Type
+
+export const RefreshResponse = Schema.Struct({
+  ...ViewFields,
+  seq: Schema.Int.pipe(Schema.positive()),
+  fetched_at: Schema.DateTimeUtc,
+  /** Set when some calls failed: what failed; their values are named in `stale_paths`. */
+  error: Schema.optional(Schema.String)
+}).annotations({ identifier: "Refresh" })
+export type RefreshResponse = typeof RefreshResponse.Type
+
+export const AssetStatus = Schema.Struct({
+  id: Schema.String,
+  symbol: Schema.NullOr(Schema.String),
+  name: Schema.NullOr(Schema.String),
+  /** The provider does not know this id: it is never quoted. */
+  missing: Schema.Boolean,
+  /** When a fresh price of it last arrived, in any currency. */
+  last_good_at: Schema.NullOr(Schema.DateTimeUtc)
+}).annotations({ identifier: "AssetStatus" })
+
+export const AssetsResponse = Schema.Struct({
+  currencies: Schema.Array(Schema.String),
+  assets: Schema.Array(AssetStatus)
+}).annotations({ identifier: "Assets" })
+export type AssetsResponse = typeof AssetsResponse.Type
+
+export const Health = Schema.Struct({ status: Schema.Literal("ok") }).annotations({ identifier: "Health" })
+export const Readiness = Schema.Struct({ status: Schema.Literal("ready") }).annotations({ identifier: "Readiness" })
+
+// ---------------------------------------------------------------------------------------------
+// The admin token
+
+/**
+ * `Authorization: Bearer $ADMIN_TOKEN`, compared in constant time. Without a configured token the
+ * admin endpoints answer 404, as if they did not exist.
+ */
+export class AdminAuth extends HttpApiMiddleware.Tag<AdminAuth>()("dashcast/AdminAuth", {
+  failure: Schema.Union(Unauthorized, NotFound),
+  security: { adminToken: HttpApiSecurity.bearer.pipe(HttpApiSecurity.annotate(OpenApi.Description, "ADMIN_TOKEN")) }
+}) {}
+
+// ---------------------------------------------------------------------------------------------
+// The API
+
+export const HealthGroup = HttpApiGroup.make("health", { topLevel: true })
+  .add(HttpApiEndpoint.get("healthz", "/healthz").addSuccess(Health)
+    .annotate(OpenApi.Summary, "200 while the process runs"))
+  .add(HttpApiEndpoint.get("readyz", "/readyz").addSuccess(Readiness).addError(Unavailable)
+    .annotate(OpenApi.Summary, "200 once a snapshot is held (fetched, or restored from the cache)"))
+
+export const MarketGroup = HttpApiGroup.make("market", { topLevel: true })
+  .add(
+    HttpApiEndpoint.get("dashboard", "/api/dashboard")
+      .setUrlParams(Schema.Struct({ currency: Schema.optional(CurrencyParam) }))
+      .addSuccess(DashboardResponse)
+      .addError(BadRequest)
+      .addError(Unavailable)
+      .annotate(OpenApi.Summary, "The watchlist in one currency: the members of a WebSocket frame, with its age")
+  )
+  .add(
+    HttpApiEndpoint.get("assets", "/api/assets")
+      .addSuccess(AssetsResponse)
+      .annotate(OpenApi.Summary, "The watchlist and what is known of each asset")
+  )
+  .add(
+    HttpApiEndpoint.get("history", "/api/history")
+      .addSuccess(HistoryResponse)
+      .annotate(OpenApi.Summary, "The chart's points, oldest first")
+  )
+
+// Not top-level: the client's type of a union of top-level groups with different errors is empty.
+export const AdminGroup = HttpApiGroup.make("admin")
+  .add(
+    HttpApiEndpoint.post("refresh", "/api/dashboard/refresh")
+      .addSuccess(RefreshResponse)
+      .addError(TooManyRequests)
+      .addError(UpstreamFailed)
+      .annotate(OpenApi.Summary, "A force update: one upstream round now, broadcast to every client as force_update")
+  )
+  .middleware(AdminAuth)
+
+export class DashcastApi extends HttpApi.make("dashcast")
+  .add(HealthGroup)
+  .add(MarketGroup)
+  .add(AdminGroup)
+  .annotate(OpenApi.Title, "dashcast")
+  .annotate(OpenApi.Description, "A real-time market dashboard server: the HTTP API next to its WebSocket (/ws)")
+{}

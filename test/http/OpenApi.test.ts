@@ -1,0 +1,111 @@
+/**
+ * `GET /api/openapi.json` (issue 14): the document the server serves is a valid OpenAPI document
+ * (checked by a maintained validator, @seriousme/openapi-schema-validator), it declares every
+ * endpoint, and every answer of the real server, success or error, matches the schema the document
+ * declares for its path, method and status (checked with Ajv against the document itself).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Validator } from "@seriousme/openapi-schema-validator"
+import { Ajv2020 } from "ajv/dist/2020.js"
+import addFormats from "ajv-formats"
+import { Effect } from "effect"
+import * as TestServer from "../support/TestServer.js"
+import { makeUpstreamError, watchlistView } from "../support/TestServer.js"
+
+const ADMIN_TOKEN = "openapi-admin-token"
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
+const config = { ASSETS: "bitcoin,ethereum", CURRENCIES: "usd,eur" }
+
+type Document = {
+  readonly openapi: string
+  readonly paths: Record<string, Record<string, { readonly responses: Record<string, unknown> }>>
+  readonly components: { readonly securitySchemes?: Record<string, { readonly type: string; readonly scheme?: string }> }
+}
+
+/** JSON Pointer escaping of one path segment. */
+const escape = (segment: string) => segment.replaceAll("~", "~0").replaceAll("/", "~1")
+
+/** A checker of real answers against the document's declared responses. */
+const checkerOf = (document: Document) => {
+  const ajv = new Ajv2020({ strict: false, allErrors: true })
+  addFormats.default(ajv)
+  ajv.addSchema(document, "openapi")
+  return (path: string, method: string, status: number, contentType: string, body: unknown) => {
+    const response = document.paths[path]?.[method]?.responses[String(status)]
+    expect(response, `${method.toUpperCase()} ${path} declares ${status}`).toBeDefined()
+    const media = contentType.split(";")[0]!.trim()
+    const pointer = `openapi#/paths/${escape(path)}/${method}/responses/${status}/content/${escape(media)}/schema`
+    const validate = ajv.getSchema(pointer) ?? ajv.compile({ $ref: pointer })
+    const valid = validate(body)
+    expect(valid, `${method.toUpperCase()} ${path} ${status}: ${JSON.stringify(validate.errors)} in ${JSON.stringify(body).slice(0, 400)}`).toBe(true)
+  }
+}
+
+describe("GET /api/openapi.json", () => {
+  it.scopedLive("is a valid OpenAPI document declaring every endpoint, and every real answer matches its declaration", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.start({ config: { ...config, ADMIN_TOKEN } })
+      const served = yield* server.fetch("/api/openapi.json")
+      expect(served.status).toBe(200)
+      const document = (yield* Effect.promise(() => served.json())) as Document
+
+      const result = yield* Effect.promise(() => new Validator().validate(document as never))
+      expect(result.errors ?? [], "validator errors").toEqual([])
+      expect(result.valid).toBe(true)
+      expect(document.openapi).toMatch(/^3\.1\./)
+      expect(Object.keys(document.paths).sort()).toEqual(
+        ["/api/assets", "/api/dashboard", "/api/dashboard/refresh", "/api/history", "/healthz", "/readyz"]
+      )
+      expect(Object.values(document.components.securitySchemes ?? {})).toEqual([
+        expect.objectContaining({ type: "http", scheme: "bearer" })
+      ])
+
+      const check = checkerOf(document)
+      const call = (method: "get" | "post", path: string, expected: number, init: { readonly headers?: Record<string, string> } = {}) =>
+        Effect.gen(function*() {
+          const response = yield* server.fetch(path, { method: method.toUpperCase(), ...init })
+          expect(response.status, `${method.toUpperCase()} ${path}`).toBe(expected)
+          const contentType = response.headers.get("content-type") ?? ""
+          expect(contentType).toContain("application/json")
+          check(new URL(path, server.url).pathname, method, expected, contentType, yield* Effect.promise(() => response.json()))
+          return response
+        })
+
+      // Before the first snapshot: not ready.
+      yield* call("get", "/readyz", 503)
+      yield* call("get", "/api/dashboard", 503)
+      yield* call("get", "/api/assets", 200)
+
+      yield* server.market.succeed(watchlistView(["bitcoin", "ethereum"], ["usd", "eur"], { stale: { rsi: ["ethereum"] } }))
+      yield* server.awaitSeq(1)
+      yield* call("get", "/healthz", 200)
+      yield* call("get", "/readyz", 200)
+      yield* call("get", "/api/dashboard", 200)
+      yield* call("get", "/api/dashboard?currency=eur", 200)
+      yield* call("get", "/api/dashboard?currency=chf", 400)
+      yield* call("get", "/api/assets", 200)
+      yield* call("get", "/api/history", 200)
+
+      yield* call("post", "/api/dashboard/refresh", 401)
+      yield* call("post", "/api/dashboard/refresh", 401, { headers: bearer("wrong") })
+      yield* server.market.succeed(watchlistView(["bitcoin", "ethereum"], ["usd", "eur"]))
+      yield* call("post", "/api/dashboard/refresh", 200, { headers: bearer(ADMIN_TOKEN) })
+      yield* server.market.fail(makeUpstreamError(500))
+      yield* call("post", "/api/dashboard/refresh", 502, { headers: bearer(ADMIN_TOKEN) })
+
+      // Without ADMIN_TOKEN the admin endpoint does not exist; within MIN_FETCH_GAP it says when to come back.
+      const noAdmin = yield* TestServer.start({ config, first: watchlistView(["bitcoin"], ["usd"]) })
+      const missing = yield* noAdmin.fetch("/api/dashboard/refresh", { method: "POST", headers: bearer(ADMIN_TOKEN) })
+      expect(missing.status).toBe(404)
+      check("/api/dashboard/refresh", "post", 404, missing.headers.get("content-type") ?? "", yield* Effect.promise(() => missing.json()))
+
+      const gapped = yield* TestServer.start({ config: { ...config, ADMIN_TOKEN, MIN_FETCH_GAP: "1 hour" }, first: watchlistView(["bitcoin"], ["usd"]) })
+      const tooSoon = yield* gapped.fetch("/api/dashboard/refresh", { method: "POST", headers: bearer(ADMIN_TOKEN) })
+      expect(tooSoon.status).toBe(429)
+      const retryAfter = Number(tooSoon.headers.get("retry-after"))
+      const body = (yield* Effect.promise(() => tooSoon.json())) as { retry_after: number }
+      check("/api/dashboard/refresh", "post", 429, tooSoon.headers.get("content-type") ?? "", body)
+      expect(body.retry_after).toBe(retryAfter)
+      expect(retryAfter).toBeGreaterThan(3_500)
+    }))
+})
