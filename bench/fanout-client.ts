@@ -5,8 +5,15 @@
  * tells the coordinator as soon as all of its clients have one. Timestamps are epoch milliseconds
  * with sub-millisecond precision (`performance.timeOrigin + performance.now()`), the clock the
  * coordinator uses for its triggers, so latencies are measured on one clock.
+ *
+ * Every client has a currency (the scenario's currencies in turn) and checks that every frame it
+ * gets is of that currency; a frame of another one is counted, not received. The first frame of
+ * each broadcast and currency in this process (and the first welcome of each currency) is parsed
+ * in full and checked (type, currency, seq, number of assets, `data`), and its size recorded: a
+ * topic's subscribers all get the same frame, so one sample per topic and broadcast is exact, and
+ * the other receipts cost only a substring test.
  */
-import type { ClientCommand, ClientReply, ConnectResult, PhaseReport } from "./lib.js"
+import type { ClientCommand, ClientReply, ConnectResult, FrameCheck, PhaseReport } from "./lib.js"
 
 const origin = performance.timeOrigin
 const now = () => origin + performance.now()
@@ -20,8 +27,13 @@ let alive = new Uint8Array(0)
 let aliveCount = 0
 let unexpectedCloses = 0
 let closing = false
-let welcomeBytes = 0
-let updateBytes = 0
+
+// Each client's currency, as an index into `check.currencies`, and the tag its frames must carry.
+let check: FrameCheck = { currencies: [], inUrl: false, assets: 0, data: false }
+let currencyOf = new Uint8Array(0)
+let currencyTags: Array<string> = []
+let welcomeBytes: Record<string, number> = {}
+let badWelcomes = 0
 
 // The armed broadcast phase: `armCount` seqs from `armFirst`, receive times per (seq, client).
 let armFirst = 0
@@ -29,8 +41,13 @@ let armCount = 0
 let received = new Float64Array(0)
 let receivedPerSeq = new Int32Array(0)
 let doneSent = new Uint8Array(0)
+/** Per (seq, currency), whether this process has sampled a frame. */
+let sampled = new Uint8Array(0)
 let duplicates = 0
 let unexpected = 0
+let wrongCurrency = 0
+let malformed = 0
+let updateBytes: Array<{ frames: number; bytes: number }> = []
 
 /** The number after the last `"seq":` in a frame, without parsing the JSON. */
 const seqOf = (frame: string): number => {
@@ -45,28 +62,70 @@ const seqOf = (frame: string): number => {
   return n
 }
 
+/** Whether the frame's first `"currency":` member (the top-level one: assets carry none) is the client's. */
+const hasCurrency = (frame: string, currency: number): boolean => {
+  const at = frame.indexOf("\"currency\":")
+  return at >= 0 && frame.startsWith(currencyTags[currency]!, at)
+}
+
+/** The full check of one sampled frame: a JSON object of `type`, the client's currency and `seq`, with every asset. */
+const wellFormed = (frame: string, type: string, currency: string, seq: number | undefined): boolean => {
+  let value: unknown
+  try {
+    value = JSON.parse(frame)
+  } catch {
+    return false
+  }
+  if (typeof value !== "object" || value === null) return false
+  const v = value as Record<string, unknown>
+  const assets = v["assets"]
+  return v["type"] === type && v["currency"] === currency && (seq === undefined || v["seq"] === seq) &&
+    Array.isArray(assets) && assets.length === check.assets &&
+    assets.every((a: unknown) => typeof a === "object" && a !== null && typeof (a as Record<string, unknown>)["price"] === "number") &&
+    typeof v["market"] === "object" && (typeof v["data"] === "object") === check.data
+}
+
 const onFrame = (index: number, data: unknown) => {
   const t = now()
+  const currency = currencyOf[index]!
   if (firstFrameAt[index] === 0) {
     firstFrameAt[index] = t
-    if (welcomeBytes === 0 && typeof data === "string") welcomeBytes = Buffer.byteLength(data)
+    if (typeof data !== "string" || !hasCurrency(data, currency)) return void badWelcomes++
+    const name = check.currencies[currency]!
+    if (welcomeBytes[name] === undefined) {
+      welcomeBytes[name] = Buffer.byteLength(data)
+      if (!wellFormed(data, "welcome", name, undefined)) badWelcomes++
+    }
     return
   }
   if (typeof data !== "string") return void unexpected++
   const k = seqOf(data) - armFirst
   if (k < 0 || k >= armCount) return void unexpected++
+  if (!hasCurrency(data, currency)) return void wrongCurrency++
   const slot = k * sockets.length + index
   if (received[slot] !== 0) return void duplicates++
   received[slot] = t
-  if (updateBytes === 0) updateBytes = Buffer.byteLength(data)
+  const sample = k * check.currencies.length + currency
+  if (sampled[sample] === 0) {
+    sampled[sample] = 1
+    const size = updateBytes[currency]!
+    size.frames++
+    size.bytes += Buffer.byteLength(data)
+    if (!wellFormed(data, "dashboard_update", check.currencies[currency]!, armFirst + k)) malformed++
+  }
   if (++receivedPerSeq[k]! >= aliveCount && doneSent[k] === 0) {
     doneSent[k] = 1
     reply({ type: "done", seq: armFirst + k })
   }
 }
 
-const connect = (url: string, count: number, maxInFlight: number, timeoutMs: number) =>
+const connect = (command: Extract<ClientCommand, { type: "connect" }>) =>
   new Promise<ConnectResult>((resolve) => {
+    const { count, maxInFlight, timeoutMs } = command
+    check = command.check
+    currencyTags = check.currencies.map((c) => `"currency":${JSON.stringify(c)}`)
+    currencyOf = Uint8Array.from({ length: count }, (_, i) => (command.firstIndex + i) % check.currencies.length)
+    const urls = check.currencies.map((c) => (check.inUrl ? `${command.url}?currency=${encodeURIComponent(c)}` : command.url))
     sockets = new Array(count)
     startedAt = new Float64Array(count)
     openedAt = new Float64Array(count)
@@ -74,7 +133,8 @@ const connect = (url: string, count: number, maxInFlight: number, timeoutMs: num
     alive = new Uint8Array(count)
     aliveCount = 0
     unexpectedCloses = 0
-    welcomeBytes = 0
+    welcomeBytes = {}
+    badWelcomes = 0
     let next = 0
     let inFlight = 0
     let settled = 0
@@ -92,7 +152,7 @@ const connect = (url: string, count: number, maxInFlight: number, timeoutMs: num
         if (openedAt[i]! > 0) lastOpen = Math.max(lastOpen, openedAt[i]!)
         if (firstFrameAt[i]! > 0) welcomeMs.push(firstFrameAt[i]! - startedAt[i]!)
       }
-      resolve({ opened: aliveCount, failed: failed + (count - settled), firstStart, lastOpen, welcomeMs, welcomeBytes })
+      resolve({ opened: aliveCount, failed: failed + (count - settled), firstStart, lastOpen, welcomeMs, welcomeBytes, badWelcomes })
     }
     const timer = setTimeout(finish, timeoutMs)
     const settle = (ok: boolean) => {
@@ -105,7 +165,7 @@ const connect = (url: string, count: number, maxInFlight: number, timeoutMs: num
     const start = (index: number) => {
       inFlight++
       startedAt[index] = now()
-      const ws = new WebSocket(url)
+      const ws = new WebSocket(urls[currencyOf[index]!]!)
       sockets[index] = ws
       let pending = true
       ws.onopen = () => {
@@ -145,9 +205,12 @@ const arm = (firstSeq: number, count: number) => {
   received = new Float64Array(count * sockets.length)
   receivedPerSeq = new Int32Array(count)
   doneSent = new Uint8Array(count)
+  sampled = new Uint8Array(count * check.currencies.length)
   duplicates = 0
   unexpected = 0
-  updateBytes = 0
+  wrongCurrency = 0
+  malformed = 0
+  updateBytes = check.currencies.map(() => ({ frames: 0, bytes: 0 }))
 }
 
 const report = (triggers: ReadonlyArray<number>): PhaseReport => {
@@ -157,6 +220,7 @@ const report = (triggers: ReadonlyArray<number>): PhaseReport => {
   const firstReceivedAt = new Array<number>(armCount).fill(0)
   let lost = 0
   let clientsWithLoss = 0
+  let missedLast = 0
   for (let i = 0; i < n; i++) {
     if (firstFrameAt[i] === 0) continue // never connected: counted as a failed connect, not as loss
     let missed = 0
@@ -172,8 +236,27 @@ const report = (triggers: ReadonlyArray<number>): PhaseReport => {
     }
     lost += missed
     if (missed > 0) clientsWithLoss++
+    if (armCount > 0 && received[(armCount - 1) * n + i] === 0) missedLast++
   }
-  return { latencyMs, lastReceivedAt, firstReceivedAt, lost, clientsWithLoss, duplicates, unexpected, unexpectedCloses, updateBytes }
+  const meanBytes: Record<string, number> = {}
+  check.currencies.forEach((c, i) => {
+    const size = updateBytes[i]
+    if (size !== undefined && size.frames > 0) meanBytes[c] = size.bytes / size.frames
+  })
+  return {
+    latencyMs,
+    lastReceivedAt,
+    firstReceivedAt,
+    lost,
+    clientsWithLoss,
+    missedLast,
+    duplicates,
+    unexpected,
+    unexpectedCloses,
+    wrongCurrency,
+    malformed,
+    updateBytes: meanBytes
+  }
 }
 
 const closeAll = (timeoutMs: number) =>
@@ -206,7 +289,7 @@ process.on("message", async (raw) => {
   const command = raw as ClientCommand
   switch (command.type) {
     case "connect":
-      return reply({ type: "connected", result: await connect(command.url, command.count, command.maxInFlight, command.timeoutMs) })
+      return reply({ type: "connected", result: await connect(command) })
     case "arm":
       arm(command.firstSeq, command.count)
       return reply({ type: "armed" })

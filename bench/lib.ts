@@ -5,8 +5,29 @@
  */
 import { readdirSync, readFileSync } from "node:fs"
 
+/** What every client of a scenario expects of its frames, checked on every frame it receives. */
+export interface FrameCheck {
+  /** The currency of each client: client k of the scenario (over all processes) has `currencies[k % length]`. */
+  readonly currencies: ReadonlyArray<string>
+  /** Whether a client names its currency in the URL (`/ws?currency=eur`); a client of today does not. */
+  readonly inUrl: boolean
+  /** Entries of `assets` in every frame (checked on one frame per currency and broadcast). */
+  readonly assets: number
+  /** Whether frames carry the seed's `data` summary (they do whenever bitcoin is watched). */
+  readonly data: boolean
+}
+
 export type ClientCommand =
-  | { readonly type: "connect"; readonly url: string; readonly count: number; readonly maxInFlight: number; readonly timeoutMs: number }
+  | {
+    readonly type: "connect"
+    readonly url: string
+    readonly count: number
+    /** Index of this process's first client in the scenario, for the currency of each client. */
+    readonly firstIndex: number
+    readonly check: FrameCheck
+    readonly maxInFlight: number
+    readonly timeoutMs: number
+  }
   | { readonly type: "arm"; readonly firstSeq: number; readonly count: number }
   | { readonly type: "report"; readonly triggers: ReadonlyArray<number> }
   | { readonly type: "close"; readonly timeoutMs: number }
@@ -20,7 +41,10 @@ export interface ConnectResult {
   readonly lastOpen: number
   /** Connect start to first frame, per client that got one. */
   readonly welcomeMs: ReadonlyArray<number>
-  readonly welcomeBytes: number
+  /** Per currency, the size of the first welcome a client of that currency received. */
+  readonly welcomeBytes: Readonly<Record<string, number>>
+  /** Welcomes of another currency than the client's, or not a welcome at all. */
+  readonly badWelcomes: number
 }
 
 export interface PhaseReport {
@@ -33,10 +57,17 @@ export interface PhaseReport {
   /** Armed seqs a connected client never received, summed over clients. */
   readonly lost: number
   readonly clientsWithLoss: number
+  /** Connected clients that never received the last armed seq (after a burst: not up to date). */
+  readonly missedLast: number
   readonly duplicates: number
   readonly unexpected: number
   readonly unexpectedCloses: number
-  readonly updateBytes: number
+  /** Frames with another currency than the client's (not counted as received). */
+  readonly wrongCurrency: number
+  /** Sampled frames (the first of each broadcast and currency) that failed the full JSON check. */
+  readonly malformed: number
+  /** Per currency, the mean size of the sampled update frames. */
+  readonly updateBytes: Readonly<Record<string, number>>
 }
 
 export type ClientReply =
@@ -95,6 +126,14 @@ export const cpuNanos = (pid: number): number => {
   }
   return total
 }
+
+/**
+ * Time the main thread of a process spent runnable but waiting for a CPU, in nanoseconds (second
+ * field of /proc/<pid>/task/<pid>/schedstat): how much other work on its core held it back. Only the
+ * main thread, which runs the JavaScript and the sends; helper threads (GC) would count twice.
+ */
+export const mainThreadWaitNanos = (pid: number): number =>
+  Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, "utf8").split(" ")[1])
 
 /** The soft limit on open files of this process (children inherit it). */
 export const openFileLimit = (): number => {

@@ -1,42 +1,48 @@
 /**
- * Reference peer (a): bare `Bun.serve` pub/sub, no framework. A socket gets a welcome on open and
- * joins the topic; `POST /api/dashboard/refresh` builds one same-size frame and publishes it.
- * Usage: PORT=9000 bun bench/peers/bare-bun.ts
+ * Reference peer (a): bare `Bun.serve` pub/sub, no framework. One topic per currency of `CURRENCIES`;
+ * a socket picks its currency with `/ws?currency=eur` (default: the first), gets a welcome on open
+ * and joins its topic. `POST /api/dashboard/refresh` moves the market and publishes one frame per
+ * currency, each encoded once (bench/peers/market.mjs), the same size as dashcast's.
+ * Usage: PORT=9000 ASSETS=bitcoin,ethereum CURRENCIES=usd,eur bun bench/peers/bare-bun.ts
  */
-import { nextSummary, WELCOME_TEXT } from "./summary.mjs"
+import { makeMarket } from "./market.mjs"
 
-const TOPIC = "dashboard"
+const market = makeMarket(process.env)
+const currencies = new Set(market.currencies)
+const [defaultCurrency = "usd"] = market.currencies
 const token = `Bearer ${process.env["ADMIN_TOKEN"] ?? "bench"}`
 let seq = 1
-let summary = nextSummary()
-let fetchedAt = Date.now()
 
-const server = Bun.serve({
+const server = Bun.serve<{ currency: string }>({
   hostname: process.env["HOST"] ?? "127.0.0.1",
   port: Number(process.env["PORT"] ?? 9000),
   fetch(request, server) {
-    const path = new URL(request.url).pathname
-    if (path === "/ws") {
-      if (server.upgrade(request, { data: undefined })) return undefined
+    const url = new URL(request.url)
+    if (url.pathname === "/ws") {
+      const currency = url.searchParams.get("currency") ?? defaultCurrency
+      if (!currencies.has(currency)) return Response.json({ error: `unknown currency ${currency}` }, { status: 400 })
+      if (server.upgrade(request, { data: { currency } })) return undefined
       return new Response("expected a WebSocket upgrade", { status: 426 })
     }
-    if (path === "/api/dashboard/refresh" && request.method === "POST") {
+    if (url.pathname === "/api/dashboard/refresh" && request.method === "POST") {
       if (request.headers.get("authorization") !== token) return new Response("unauthorized", { status: 401 })
       seq++
-      summary = nextSummary()
-      fetchedAt = Date.now()
-      const frame = JSON.stringify({
-        type: "dashboard_update",
-        data: summary,
-        timestamp: new Date().toISOString(),
-        source: "force_update",
-        seq
+      market.next()
+      const now = Date.now()
+      let recipients = 0
+      for (const currency of market.currencies) {
+        const topic = `dashboard:${currency}`
+        server.publish(topic, market.update(currency, seq, now))
+        recipients += server.subscriberCount(topic)
+      }
+      return new Response(`{${market.view(defaultCurrency)},"seq":${seq},"recipients":${recipients}}`, {
+        headers: { "content-type": "application/json" }
       })
-      const recipients = server.publish(TOPIC, frame)
-      return Response.json({ data: summary, seq, recipients })
     }
-    if (path === "/api/dashboard") return Response.json({ data: summary, seq })
-    if (path === "/healthz") return Response.json({ status: "ok" })
+    if (url.pathname === "/api/dashboard") {
+      return new Response(`{${market.view(defaultCurrency)},"seq":${seq}}`, { headers: { "content-type": "application/json" } })
+    }
+    if (url.pathname === "/healthz") return Response.json({ status: "ok" })
     return new Response("not found", { status: 404 })
   },
   websocket: {
@@ -47,17 +53,8 @@ const server = Bun.serve({
     sendPings: true,
     perMessageDeflate: false,
     open(ws) {
-      const now = Date.now()
-      ws.sendText(JSON.stringify({
-        type: "welcome",
-        data: summary,
-        timestamp: new Date(now).toISOString(),
-        message: WELCOME_TEXT,
-        seq,
-        age_seconds: Math.round((now - fetchedAt) / 100) / 10,
-        stale: false
-      }))
-      ws.subscribe(TOPIC)
+      ws.sendText(market.welcome(ws.data.currency, seq, Date.now()))
+      ws.subscribe(`dashboard:${ws.data.currency}`)
     },
     message() {}
   }
