@@ -1,6 +1,6 @@
 /**
  * The HTTP API's implementation: the handlers of `DashcastApi`'s endpoints over the market state
- * and the updater, the admin token check, `GET /api/openapi.json`, and `GET /metrics` beside them.
+ * and the updater (the alerts group's are in `AlertHandlers.ts`), the admin token check, `GET /api/openapi.json`, and `GET /metrics` beside them.
  * `ApiHandlers.app` is the one Effect `HttpApp` the Server mounts on `Bun.serve`.
  */
 import {
@@ -23,6 +23,7 @@ import * as Metrics from "../metrics/Metrics.js"
 import { MetricsExporter } from "../metrics/MetricsExporter.js"
 import { MarketState } from "../state/MarketState.js"
 import { Updater } from "../updater/Updater.js"
+import { AlertsLive } from "./AlertHandlers.js"
 import {
   AdminAuth,
   BadRequest,
@@ -186,7 +187,9 @@ export class ApiHandlers extends Effect.Service<ApiHandlers>()("dashcast/ApiHand
       cacheStats: cache.stats,
       summaryAgeSeconds: Effect.map(state.view, Option.map((v) => v.ageSeconds))
     })
-    const api = HttpApiBuilder.api(DashcastApi).pipe(Layer.provide([HealthLive, MarketLive, AdminLive]))
+    const api = HttpApiBuilder.api(DashcastApi).pipe(
+      Layer.provide([HealthLive, MarketLive, AdminLive, AlertsLive.pipe(Layer.provide(AdminAuthLive))])
+    )
     // Beside the declared API: the Prometheus text (not JSON, not for clients) and the API's own description.
     const extras = Layer.mergeAll(
       HttpApiBuilder.Router.use((router) => router.get("/metrics", HttpMiddleware.withLoggerDisabled(metrics))),
