@@ -9,7 +9,7 @@ import {
   HttpMiddleware,
   type HttpRouter,
   HttpServer,
-  type HttpServerError,
+  HttpServerError,
   HttpServerRequest,
   HttpServerResponse
 } from "@effect/platform"
@@ -210,6 +210,13 @@ export class ApiHandlers extends Effect.Service<ApiHandlers>()("dashcast/ApiHand
       /** Every HTTP request but `/ws` and the page: the declared API, `/metrics`, `/api/openapi.json`. */
       app: app.pipe(
         Effect.catchTag("RouteNotFound", () => HttpServerResponse.json({ _tag: "NotFound", error: "not found" }, { status: 404 })),
+        // A JSON body that does not parse is a defect of the platform's payload decoding (`orDie`),
+        // which it answers with an empty 400: this one defect is answered in JSON, like every 400.
+        Effect.catchAllDefect((defect) =>
+          HttpServerError.isServerError(defect) && defect._tag === "RequestError" && defect.reason === "Decode"
+            ? HttpServerResponse.json({ _tag: "BadRequest", error: "the request body is not valid JSON" }, { status: 400 })
+            : Effect.die(defect)
+        ),
         Effect.provide(context)
       )
     } as const
