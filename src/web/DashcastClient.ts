@@ -16,6 +16,9 @@
  * const watch = connect("wss://dash.example.com/ws", { currency: "eur" })
  * watch.onMarket(({ currency, assets }) => console.log(currency, assets.map((a) => `${a.symbol} ${a.price}`)))
  * watch.setCurrency("usd")
+ *
+ * // Alert rules firing in the client's currency (rules are made over the admin API).
+ * watch.onAlert(({ asset, condition, threshold, value }) => console.log(`${asset} ${condition} ${threshold}: ${value}`))
  * ```
  *
  * The timing rules are pure functions (`backoffDelay`, `heartbeatStep`, `classifySeq`) and the
@@ -29,6 +32,7 @@ import { FetchHttpClient, HttpApiClient } from "@effect/platform"
 import type { HistoryPoint } from "../history/HistoryPoint.js"
 import { DashcastApi } from "../http/DashcastApi.js"
 import type { AssetQuote, MarketSide } from "../market/Watchlist.js"
+import type { Condition } from "../alerts/AlertRule.js"
 
 // ---------------------------------------------------------------------------------------------
 // Public types
@@ -89,6 +93,26 @@ export interface MarketEvent {
   readonly fetchedAt: number
 }
 
+/** An alert rule fired in the client's currency (docs/ARCHITECTURE.md, "Alerts"). */
+export interface AlertEvent {
+  /** The firing's id: its webhook's `webhook-id`. */
+  readonly id: string
+  /** The rule's id. */
+  readonly alertId: string
+  /** `null` for Fear & Greed rules. */
+  readonly asset: string | null
+  readonly currency: string
+  readonly condition: Condition
+  readonly threshold: number
+  /** The value that crossed the threshold. */
+  readonly value: number
+  /** The snapshot it fired on. */
+  readonly seq: number
+  /** The snapshot's time (epoch ms). */
+  readonly firedAt: number
+  readonly receivedAt: number
+}
+
 /** The part of `WebSocket` the client uses: the browser's, Bun's, Node 22's or the `ws` package's. */
 export interface WebSocketLike {
   readonly readyState: number
@@ -135,6 +159,11 @@ export interface DashcastClient {
   readonly onMarket: (listener: (event: MarketEvent) => void) => () => void
   /** Calls `listener` with every new bitcoin summary (and at once with the latest one); returns unsubscribe. */
   readonly onSummary: (listener: (event: SummaryEvent) => void) => () => void
+  /**
+   * Calls `listener` with every alert firing in the client's currency, as it arrives (also while
+   * the page is hidden; firings are not replayed to a listener added later); returns unsubscribe.
+   */
+  readonly onAlert: (listener: (event: AlertEvent) => void) => () => void
   /** Calls `listener` on every status change (and at once with the current one); returns unsubscribe. */
   readonly onStatus: (listener: (status: DashcastStatus) => void) => () => void
   readonly status: () => DashcastStatus
@@ -327,6 +356,19 @@ interface Received {
   readonly summary: SummaryEvent | undefined
 }
 
+/** The server message types this client reads; a frame of any other type is ignored. */
+const KNOWN_TYPES: ReadonlySet<string> = new Set<ServerMessage["type"]>(["welcome", "dashboard_update", "error", "pong", "alert"])
+
+/** The `type` of a JSON frame, if it has one. */
+const typeOf = (frame: string): string | undefined => {
+  try {
+    const json: unknown = JSON.parse(frame)
+    return typeof json === "object" && json !== null && "type" in json && typeof json.type === "string" ? json.type : undefined
+  } catch {
+    return undefined
+  }
+}
+
 const PING = JSON.stringify({ type: "ping" })
 const REQUEST_UPDATE = JSON.stringify({ type: "request_update" })
 const subscribeFrame = (currency: string) => JSON.stringify({ type: "subscribe", currency })
@@ -369,6 +411,7 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
   const summaryListeners = new Set<(event: SummaryEvent) => void>()
   const marketListeners = new Set<(event: MarketEvent) => void>()
   const statusListeners = new Set<(status: DashcastStatus) => void>()
+  const alertListeners = new Set<(event: AlertEvent) => void>()
 
   let status: DashcastStatus = { state: "connecting", attempt: 0, reconnectAt: undefined, lastError: undefined, upstream: undefined }
   let latest: Received | undefined
@@ -472,6 +515,9 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
     if (typeof data !== "string") return
     const decoded = decodeServerMessage(data)
     if (Either.isLeft(decoded)) {
+      // A type this client does not know yet (a newer server): ignored, as the protocol says.
+      const type = typeOf(data)
+      if (type !== undefined && !KNOWN_TYPES.has(type)) return
       setStatus({ lastError: `unreadable frame from the server: ${decoded.left.message.slice(0, 200)}` })
       return
     }
@@ -566,6 +612,23 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
       }
       case "pong":
         return
+      case "alert": {
+        // Frames of the topic this socket is on: its currency, or the one it is switching to.
+        if (currency !== undefined && message.currency !== currency && message.currency !== switchingTo) return
+        notify(alertListeners, {
+          id: message.id,
+          alertId: message.alert_id,
+          asset: message.asset,
+          currency: message.currency,
+          condition: message.condition,
+          threshold: message.threshold,
+          value: message.value,
+          seq: message.seq,
+          firedAt: Date.parse(message.timestamp),
+          receivedAt: now
+        })
+        return
+      }
     }
   }
 
@@ -716,6 +779,12 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
         summaryListeners.delete(listener)
       }
     },
+    onAlert: (listener) => {
+      alertListeners.add(listener)
+      return () => {
+        alertListeners.delete(listener)
+      }
+    },
     onStatus: (listener) => {
       statusListeners.add(listener)
       listener(status)
@@ -734,6 +803,7 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
       summaryListeners.clear()
       marketListeners.clear()
       statusListeners.clear()
+      alertListeners.clear()
       offer({ _tag: "Close" })
     }
   }

@@ -5,6 +5,7 @@
  * at most once a minute unless something significant changes.
  */
 import { DateTime } from "effect"
+import { alertToasts } from "./AlertToast.js"
 import { type ChartPoint, layoutChart } from "./Chart.js"
 import {
   connect,
@@ -384,6 +385,9 @@ const announce = () => {
 drawGaugeBands()
 
 const client = connect(dashboardSocketUrl(base))
+
+// Alert firings, shown briefly in a corner (AlertToast.ts keeps its own element and styles).
+client.onAlert(alertToasts(document))
 
 client.onSummary((event) => {
   const previous = latest
