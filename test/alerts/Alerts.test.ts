@@ -229,14 +229,27 @@ describe("Alerts", () => {
       expect(alertFrames(b).length).toBe(1)
     }))
 
-  it.scoped("two evaluators of one snapshot (a lease changing hands) make one firing", () =>
+  it.scoped("two evaluators of one snapshot (a lease changing hands) make one firing, also when both read the rule before either writes", () =>
     Effect.gen(function*() {
       const store = yield* sqliteStore
-      const a = yield* instance(store, { leader: true })
-      const b = yield* instance(store, { leader: true })
+      // Each read of the rules waits for the other's: both decide from the same state, then race to write.
+      const bothRead = yield* Deferred.make<void>()
+      let reads = 0
+      const racing = AlertStore.of({
+        ...store,
+        list: Effect.gen(function*() {
+          const alerts = yield* store.list
+          if (++reads === 2) yield* Deferred.succeed(bothRead, undefined)
+          yield* Deferred.await(bothRead)
+          return alerts
+        })
+      })
+      const a = yield* instance(racing, { leader: true })
+      const b = yield* instance(racing, { leader: true })
       yield* a.alerts.create(priceAbove(70_000))
       yield* Effect.all([a.state.publish(snapshot(1, 71_000), "scheduled_update"), b.state.publish(snapshot(1, 71_000), "scheduled_update")])
       yield* settle
+      expect(reads).toBe(2)
       expect(a.sent.length + b.sent.length).toBe(1)
       expect(alertFrames(a).length + alertFrames(b).length).toBe(1)
     }))
