@@ -274,10 +274,12 @@ export class Alerts extends Effect.Service<Alerts>()("dashcast/Alerts", {
         Effect.withSpan("Alerts.evaluate", { attributes: { seq: snapshot.seq } })
       )
 
-    // Readers are called synchronously by the market state: this one only queues the snapshot.
+    // Readers are called synchronously by the market state: this one only queues the snapshot. A
+    // warm start's snapshot (Seeded) is queued too: the process may have published it and died
+    // before evaluating it, and evaluating a snapshot again decides nothing new.
     const snapshots = yield* Queue.sliding<MarketSnapshot>(256)
     yield* state.subscribe((event) => {
-      if (event._tag === "Updated") Queue.unsafeOffer(snapshots, event.snapshot)
+      if (event._tag === "Updated" || event._tag === "Seeded") Queue.unsafeOffer(snapshots, event.snapshot)
     })
 
     /**

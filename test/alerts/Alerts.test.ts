@@ -229,6 +229,28 @@ describe("Alerts", () => {
       expect(alertFrames(b).length).toBe(1)
     }))
 
+  it.scoped("a warm start evaluates the snapshot it restores (its process may have died before evaluating it), once", () =>
+    Effect.gen(function*() {
+      const store = yield* sqliteStore
+      const before = yield* instance(store, { leader: true })
+      const { rule } = yield* before.alerts.create(priceAbove(70_000))
+      yield* before.state.publish(snapshot(1, 69_000), "scheduled_update")
+      yield* settle
+      // The restarted process: the same store, the last snapshot (a crossing) restored from the cache.
+      const after = yield* instance(store, { leader: true })
+      // Its term has begun (with no snapshot yet) when the Updater restores the cached one.
+      yield* settle
+      yield* after.state.seed(snapshot(2, 71_000))
+      yield* settle
+      expect(after.sent.map((s) => s.webhookId)).toEqual([`msg_${rule.id.slice(4)}_2`])
+      // Restored once more (another restart): nothing new.
+      const again = yield* instance(store, { leader: true })
+      yield* settle
+      yield* again.state.seed(snapshot(2, 71_000))
+      yield* settle
+      expect(again.sent).toEqual([])
+    }))
+
   it.scoped("two evaluators of one snapshot (a lease changing hands) make one firing, also when both read the rule before either writes", () =>
     Effect.gen(function*() {
       const store = yield* sqliteStore
