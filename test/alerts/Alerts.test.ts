@@ -8,7 +8,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, ConfigProvider, Context, DateTime, Deferred, Duration, Effect, Layer, Option, SubscriptionRef, TestClock } from "effect"
-import { Alerts } from "../../src/alerts/Alerts.js"
+import { Alerts, MAX_IN_FLIGHT } from "../../src/alerts/Alerts.js"
 import { AlertStore } from "../../src/alerts/AlertStore.js"
 import { SqliteAlertStoreLive } from "../../src/alerts/SqliteAlertStore.js"
 import { AttemptResult, DnsResolver, WebhookSender } from "../../src/alerts/Webhooks.js"
@@ -274,6 +274,76 @@ describe("Alerts", () => {
       expect(reads).toBe(2)
       expect(a.sent.length + b.sent.length).toBe(1)
       expect(alertFrames(a).length + alertFrames(b).length).toBe(1)
+    }))
+
+  it.scoped("one request in flight per rule, and at most MAX_IN_FLIGHT over all rules", () =>
+    Effect.gen(function*() {
+      const store = yield* sqliteStore
+      // Every attempt waits for the test to let it finish.
+      const gates: Array<Deferred.Deferred<void>> = []
+      const sent: Array<SentAttempt> = []
+      const gated = WebhookSender.make({
+        attempt: (_url, _secret, webhookId, body) =>
+          Effect.gen(function*() {
+            const gate = yield* Deferred.make<void>()
+            gates.push(gate)
+            sent.push({ webhookId, at: yield* Clock.currentTimeMillis, body })
+            yield* Deferred.await(gate)
+            return AttemptResult.Delivered({ status: 200 })
+          })
+      })
+      const leadership = yield* SubscriptionRef.make(true)
+      const context = yield* Layer.build(
+        Alerts.DefaultWithoutDependencies.pipe(
+          Layer.provide(Layer.succeed(WebhookSender, gated)),
+          Layer.provide(Layer.succeed(DnsResolver, async () => ["93.184.216.34"])),
+          Layer.provide(Layer.succeed(AlertStore, store)),
+          Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
+          Layer.provideMerge(MarketState.DefaultWithoutDependencies),
+          Layer.provide(Layer.succeed(Cluster, Cluster.of({
+            kind: "standalone",
+            leadership,
+            nextSeq: (floor) => Effect.succeed(floor + 1),
+            broadcast: () => Effect.succeed(false),
+            onMessage: () => Effect.void,
+            claimFetch: () => Effect.succeed(Option.none())
+          }))),
+          Layer.provide(AppConfig.Default),
+          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(settings)))))
+        )
+      )
+      const alerts = Context.get(context, Alerts)
+      const state = Context.get(context, MarketState)
+      // One rule that fires twice while its first webhook is still in flight.
+      const { rule } = yield* alerts.create(priceAbove(70_000))
+      yield* state.publish(snapshot(1, 71_000), "scheduled_update")
+      yield* state.publish(snapshot(2, 69_000), "scheduled_update")
+      yield* state.publish(snapshot(3, 71_000), "scheduled_update")
+      yield* settle
+      expect(sent.map((s) => s.webhookId)).toEqual([`msg_${rule.id.slice(4)}_1`])
+      expect((yield* store.pending).length).toBe(2)
+      yield* Deferred.succeed(gates[0]!, undefined)
+      yield* settle
+      expect(sent.map((s) => s.webhookId)).toEqual([`msg_${rule.id.slice(4)}_1`, `msg_${rule.id.slice(4)}_3`])
+      yield* Deferred.succeed(gates[1]!, undefined)
+      yield* settle
+      // The first rule and MAX_IN_FLIGHT + 4 new ones fire at once: MAX_IN_FLIGHT requests, the rest wait for a slot.
+      for (let i = 0; i < MAX_IN_FLIGHT + 4; i++) yield* alerts.create(priceAbove(80_000 + i))
+      yield* state.publish(snapshot(4, 60_000), "scheduled_update")
+      yield* state.publish(snapshot(5, 99_000), "scheduled_update")
+      yield* settle
+      expect((yield* store.pending).length).toBe(MAX_IN_FLIGHT + 5)
+      expect(sent.length - 2).toBe(MAX_IN_FLIGHT)
+      for (const gate of gates.slice(2, 6)) yield* Deferred.succeed(gate, undefined)
+      yield* settle
+      expect(sent.length - 2).toBe(MAX_IN_FLIGHT + 4)
+      // Finishing them lets the last one through.
+      for (let round = 0; round < 5 && (yield* store.pending).length > 0; round++) {
+        for (const gate of gates) yield* Deferred.succeed(gate, undefined)
+        yield* settle
+      }
+      expect(sent.length - 2).toBe(MAX_IN_FLIGHT + 5)
+      expect(yield* store.pending).toEqual([])
     }))
 
   it.scoped("a rule deleted while its firing waits for a retry is not sent again", () =>
