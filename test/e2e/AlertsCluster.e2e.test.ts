@@ -59,6 +59,7 @@ const startCluster = async (): Promise<AlertCluster> => {
     LOG_LEVEL: "debug"
   }
   const apps = await Promise.all([0, 1, 2].map(() => startOnFreePort(env)))
+  started.push(...apps)
   await Promise.all(apps.map((app) => app.ready()))
   const clients = apps.map((app) => openWs(app.wsUrl))
   await Promise.all(clients.map((c) => c.waitFor(isType("welcome"))))
@@ -85,6 +86,10 @@ const startCluster = async (): Promise<AlertCluster> => {
   }
 }
 
+/** Every instance started and every secret made, to look for the secrets in every line written. */
+const started: Array<RunningBinary> = []
+const secrets: Array<string> = []
+
 const createRule = async (app: RunningBinary, receiver: WebhookReceiver, threshold: number) => {
   const response = await app.fetch("/api/alerts", {
     method: "POST",
@@ -93,6 +98,7 @@ const createRule = async (app: RunningBinary, receiver: WebhookReceiver, thresho
   })
   const body = (await response.json()) as { id: string; secret: string }
   expect(response.status).toBe(201)
+  secrets.push(body.secret)
   receiver.expectSecret("/hook", body.secret)
   return body
 }
@@ -121,7 +127,16 @@ const deliverers = (apps: ReadonlyArray<RunningBinary>) =>
   waitFor(() => (deliveredBy(apps).length > 0 ? deliveredBy(apps) : undefined), "a \"webhook delivered\" log line")
 
 beforeAll(() => ensureBinary(), 120_000)
-afterAll(stopAllBinaries)
+afterAll(async () => {
+  // No secret in any line any instance wrote (debug logs, stderr included).
+  for (const app of started) {
+    for (const line of app.output()) {
+      for (const secret of secrets) expect(line.text).not.toContain(secret.slice("whsec_".length))
+      expect(line.text).not.toContain("whsec_")
+    }
+  }
+  await stopAllBinaries()
+})
 
 describe.skipIf(!hasTool("redis-server"))("alerts in a three-instance cluster over Redis", () => {
   it("one crossing: exactly one delivery, by the leader; the alert frame on every instance", async () => {
