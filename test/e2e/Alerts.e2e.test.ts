@@ -89,18 +89,18 @@ const quiet = () => Bun.sleep(1_000)
 
 beforeAll(() => ensureBinary(), 120_000)
 afterAll(async () => {
-  // No secret in any line any binary wrote (logs at debug level, stderr included).
-  for (const app of binaries) {
-    for (const line of app.output()) {
-      for (const secret of secrets) {
-        expect(line.text).not.toContain(secret)
-        expect(line.text).not.toContain(secret.slice("whsec_".length))
+  try {
+    // No secret in any line any binary wrote (logs at debug level, stderr included).
+    for (const app of binaries) {
+      for (const line of app.output()) {
+        for (const secret of secrets) expect(line.text).not.toContain(secret.slice("whsec_".length))
+        expect(line.text).not.toContain("whsec_")
       }
-      expect(line.text).not.toContain("whsec_")
     }
+    expect(secrets.length).toBeGreaterThan(0)
+  } finally {
+    await stopAllBinaries()
   }
-  expect(secrets.length).toBeGreaterThan(0)
-  await stopAllBinaries()
 })
 
 describe("alerts against the binary", () => {

@@ -128,14 +128,17 @@ const deliverers = (apps: ReadonlyArray<RunningBinary>) =>
 
 beforeAll(() => ensureBinary(), 120_000)
 afterAll(async () => {
-  // No secret in any line any instance wrote (debug logs, stderr included).
-  for (const app of started) {
-    for (const line of app.output()) {
-      for (const secret of secrets) expect(line.text).not.toContain(secret.slice("whsec_".length))
-      expect(line.text).not.toContain("whsec_")
+  try {
+    // No secret in any line any instance wrote (debug logs, stderr included).
+    for (const app of started) {
+      for (const line of app.output()) {
+        for (const secret of secrets) expect(line.text).not.toContain(secret.slice("whsec_".length))
+        expect(line.text).not.toContain("whsec_")
+      }
     }
+  } finally {
+    await stopAllBinaries()
   }
-  await stopAllBinaries()
 })
 
 describe.skipIf(!hasTool("redis-server"))("alerts in a three-instance cluster over Redis", () => {
