@@ -82,6 +82,7 @@ const DURATION_TEXT = /^\d+(?:\.\d+)?\s+(?:nanos?|micros?|millis?|seconds?|minut
 /** The relayed firing: every instance publishes it to its own clients of the currency. */
 const AlertEnvelope = Schema.parseJson(Schema.Struct({ kind: Schema.Literal("alert"), currency: Schema.String, frame: Schema.String }))
 const encodeEnvelope = Schema.encodeSync(AlertEnvelope)
+const ALERT_ENVELOPE_START = "{\"kind\":\"alert\""
 const decodeEnvelope = Schema.decodeUnknownOption(AlertEnvelope)
 
 const outcomeLabel = (result: AttemptResult): Metrics.WebhookAttemptOutcome =>
@@ -108,15 +109,17 @@ export class Alerts extends Effect.Service<Alerts>()("dashcast/Alerts", {
 
     // --- Firings to clients, on every instance ---------------------------------------------------
 
+    // Every update travels on the same channel: only what starts as an alert envelope is decoded.
     yield* cluster.onMessage((message) => {
+      if (!message.startsWith(ALERT_ENVELOPE_START)) return
       Option.map(decodeEnvelope(message), ({ currency, frame }) => broadcaster.publishOnTopic(currency, frame))
     })
 
-    const publishFiring = (firing: Firing, webhookId: string) =>
+    const publishFiring = (firing: Firing) =>
       Effect.gen(function*() {
         const frame = encodeServerMessage({
           type: "alert",
-          id: webhookId,
+          id: firing.webhookId,
           alert_id: firing.rule.id,
           asset: firing.rule.asset,
           currency: firing.rule.currency,
@@ -266,7 +269,7 @@ export class Alerts extends Effect.Service<Alerts>()("dashcast/Alerts", {
               seq: snapshot.seq
             })
           )
-          yield* publishFiring(firing.value, firing.value.webhookId)
+          yield* publishFiring(firing.value)
           yield* startDelivery(pending.value)
         }
       }).pipe(
