@@ -73,7 +73,7 @@ export const isType =
 const DEFAULT_TIMEOUT = Duration.seconds(5)
 
 /** The HTML standard's parser, fed text as it arrives. */
-const eventStreamParser = (onEvent: (event: SseEvent) => void, onComment: (text: string) => void, onRetry: (ms: number) => void) => {
+export const eventStreamParser = (onEvent: (event: SseEvent) => void, onComment: (text: string) => void, onRetry: (ms: number) => void) => {
   let pending = ""
   let data: Array<string> = []
   let eventType = ""
