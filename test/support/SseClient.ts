@@ -130,7 +130,15 @@ export const open = (
   url: string | URL,
   options: { readonly headers?: Readonly<Record<string, string>>; readonly method?: string } = {}
 ): Effect.Effect<SseClient, SseClientError, Scope.Scope> =>
-  Effect.acquireRelease(connect(new URL(url), options), (client) => client.close)
+  Effect.acquireRelease(
+    connect(new URL(url), options).pipe(
+      Effect.timeoutFail({
+        duration: DEFAULT_TIMEOUT,
+        onTimeout: () => new SseClientError({ message: `${String(url)}: no response head within ${Duration.format(DEFAULT_TIMEOUT)}` })
+      })
+    ),
+    (client) => client.close
+  )
 
 const connect = (target: URL, options: { readonly headers?: Readonly<Record<string, string>>; readonly method?: string }) =>
   Effect.async<SseClient, SseClientError>((resume) => {
