@@ -149,11 +149,19 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
       const resumeFrom = LAST_EVENT_ID.test(lastEventId) ? Number(lastEventId) : undefined
       server.timeout(request, STREAM_IDLE_TIMEOUT_SECONDS)
       countIn(ip)
+      const id = nextSocketId++
+      const openedAt = Date.now()
+      if (logConnections) runFork(Effect.logDebug("event stream opened").pipe(Effect.annotateLogs({ connection: id, ip, currency })))
       return streams.open({
         topic: topicOf(currency),
         headers: cors,
         signal: request.signal,
-        onClose: () => countOut(ip),
+        onClose: () => {
+          countOut(ip)
+          if (logConnections) {
+            runFork(Effect.logDebug("event stream closed").pipe(Effect.annotateLogs({ connection: id, ip, seconds: (Date.now() - openedAt) / 1000 })))
+          }
+        },
         first: () => {
           const now = Date.now()
           if (state.isOld(now)) state.wantRefresh()
