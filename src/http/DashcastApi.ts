@@ -8,8 +8,7 @@
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { HistoryResponse } from "../history/HistoryPoint.js"
-import { DashboardSummary, SummaryField } from "../market/DashboardSummary.js"
-import { AssetQuote, MarketSide } from "../market/Watchlist.js"
+import { ViewFields } from "../realtime/Protocol.js"
 
 // ---------------------------------------------------------------------------------------------
 // Errors: one JSON body each, `{"_tag":…,"error":"…"}`, with their status.
@@ -60,16 +59,6 @@ const CurrencyParam = Schema.transform(Schema.Union(Schema.String, Schema.NonEmp
   decode: (given) => (typeof given === "string" ? given : given[0]),
   encode: (currency) => currency
 }).annotations({ description: "One of the server's CURRENCIES; the first by default", examples: ["usd"] })
-
-/** The members every WebSocket frame of a currency carries (docs/ARCHITECTURE.md, "Protocol"). */
-const ViewFields = {
-  currency: Schema.String,
-  assets: Schema.Array(AssetQuote),
-  market: MarketSide,
-  data: Schema.optional(DashboardSummary),
-  stale_fields: Schema.optional(Schema.Array(SummaryField)),
-  stale_paths: Schema.optional(Schema.Array(Schema.String))
-}
 
 export const DashboardResponse = Schema.Struct({
   ...ViewFields,
