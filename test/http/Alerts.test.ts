@@ -8,7 +8,10 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as TestServer from "../support/TestServer.js"
 import { watchlistView } from "../support/TestServer.js"
+import * as SseClient from "../support/SseClient.js"
 import { startWebhookReceiver } from "../support/WebhookReceiver.js"
+import * as WsClient from "../support/WsClient.js"
+import { isType } from "../support/WsClient.js"
 
 const ADMIN_TOKEN = "alerts-admin-token"
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" }
@@ -144,6 +147,38 @@ describe("alert rules over the admin API", () => {
       expect((yield* get(server, `/api/alerts/${body.id}/deliveries`)).status).toBe(404)
       expect(JSON.parse((yield* get(server, `/api/alerts/${body.id}`, "DELETE")).text)).toMatchObject({ _tag: "NotFound" })
       expect((JSON.parse((yield* get(server, "/api/alerts")).text) as { alerts: Array<{ id: string }> }).alerts.map((a) => a.id)).toEqual([second.id])
+    }))
+
+  it.scopedLive("a firing reaches the WebSocket and event-stream clients of the rule's currency, and no other currency's", () =>
+    Effect.gen(function*() {
+      const receiver = startWebhookReceiver()
+      yield* Effect.addFinalizer(() => Effect.promise(() => receiver.stop()))
+      const view = (scale: number) => watchlistView(["bitcoin", "ethereum"], ["usd", "eur"], { scale })
+      const server = yield* TestServer.start({ config: { ...config, WEBHOOK_ALLOW_PRIVATE: "true" }, first: view(1) })
+      const created = yield* post(server, rule({ currency: "eur", threshold: 60_000, webhook_url: receiver.url() }))
+      expect(created.status).toBe(201)
+      const eurSocket = yield* WsClient.connect(`${server.wsUrl}?currency=eur`)
+      const usdSocket = yield* WsClient.connect(`${server.wsUrl}?currency=usd`)
+      const eurStream = yield* SseClient.open(new URL("/api/stream?currency=eur", server.url))
+      const usdStream = yield* SseClient.open(new URL("/api/stream?currency=usd", server.url))
+      yield* eurSocket.next(isType("welcome"))
+      yield* usdSocket.next(isType("welcome"))
+      yield* eurStream.next((m) => m.type === "welcome")
+      yield* usdStream.next((m) => m.type === "welcome")
+      // Bitcoin at 64,123.45 USD is 58,993.57 EUR: below; 1.05 times that is above.
+      yield* server.market.succeed(view(1.05))
+      expect((yield* server.fetch("/api/dashboard/refresh", { method: "POST", headers: admin })).status).toBe(200)
+      const socketAlert = yield* eurSocket.next(isType("alert"))
+      const streamAlert = yield* eurStream.next((m) => m.type === "alert")
+      expect(streamAlert.event).toBe("alert")
+      expect(streamAlert.data).toBe(socketAlert.raw)
+      expect(socketAlert.message).toMatchObject({ currency: "eur", asset: "bitcoin", threshold: 60_000, seq: 2 })
+      // The usd clients: the update, then (a ping's pong, in order) nothing about the eur rule.
+      yield* usdSocket.next(isType("dashboard_update"))
+      const before = yield* usdSocket.sync()
+      expect(before.filter((f) => f.message.type === "alert")).toEqual([])
+      yield* usdStream.next((m) => m.type === "dashboard_update")
+      expect(usdStream.events().filter((e) => e.event === "alert")).toEqual([])
     }))
 
   it.scopedLive("with WEBHOOK_ALLOW_PRIVATE=true, loopback receivers are allowed and get signed deliveries", () =>
