@@ -8,6 +8,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as TestServer from "../support/TestServer.js"
 import { watchlistView } from "../support/TestServer.js"
+import { type AlertEvent, connect } from "../../src/web/DashcastClient.js"
 import * as SseClient from "../support/SseClient.js"
 import { startWebhookReceiver } from "../support/WebhookReceiver.js"
 import * as WsClient from "../support/WsClient.js"
@@ -161,6 +162,15 @@ describe("alert rules over the admin API", () => {
       const usdSocket = yield* WsClient.connect(`${server.wsUrl}?currency=usd`)
       const eurStream = yield* SseClient.open(new URL("/api/stream?currency=eur", server.url))
       const usdStream = yield* SseClient.open(new URL("/api/stream?currency=usd", server.url))
+      // The SDK, on the event stream only.
+      const sdk = connect(server.wsUrl, { currency: "eur", transports: "sse" })
+      yield* Effect.addFinalizer(() => Effect.sync(() => sdk.close()))
+      const sdkAlerts: Array<AlertEvent> = []
+      sdk.onAlert((event) => sdkAlerts.push(event))
+      yield* Effect.promise(async () => {
+        for (let i = 0; i < 250 && sdk.latestMarket() === undefined; i++) await Bun.sleep(20)
+      })
+      expect(sdk.status().transport).toBe("sse")
       yield* eurSocket.next(isType("welcome"))
       yield* usdSocket.next(isType("welcome"))
       yield* eurStream.next((m) => m.type === "welcome")
@@ -173,6 +183,10 @@ describe("alert rules over the admin API", () => {
       expect(streamAlert.event).toBe("alert")
       expect(streamAlert.data).toBe(socketAlert.raw)
       expect(socketAlert.message).toMatchObject({ currency: "eur", asset: "bitcoin", threshold: 60_000, seq: 2 })
+      yield* Effect.promise(async () => {
+        for (let i = 0; i < 250 && sdkAlerts.length === 0; i++) await Bun.sleep(20)
+      })
+      expect(sdkAlerts.map((a) => [a.currency, a.asset, a.seq])).toEqual([["eur", "bitcoin", 2]])
       // The usd clients: the update, then (a ping's pong, in order) nothing about the eur rule.
       yield* usdSocket.next(isType("dashboard_update"))
       const before = yield* usdSocket.sync()
