@@ -129,7 +129,7 @@ export const RedisAlertStoreLive = (options: RedisAlertStoreOptions): Layer.Laye
       const decodeAlert = (ruleJson: string, stateJson: string) =>
         Effect.map(
           Effect.all([decodeOr(RuleJson, "an alert rule")(ruleJson), decodeOr(StateJson, "an alert state")(stateJson)]),
-          ([rule, state]) => Option.all({ rule, state }) as Option.Option<StoredAlert>
+          ([rule, state]) => Option.all({ rule, state })
         )
 
       const decodeAll = <A>(schema: Schema.Schema<A, string>, what: string, values: ReadonlyArray<string>) =>

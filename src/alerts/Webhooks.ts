@@ -200,6 +200,3 @@ export class WebhookSender extends Effect.Service<WebhookSender>()("dashcast/Web
   }),
   dependencies: [FetchHttpClient.layer]
 }) {}
-
-/** The rule's webhook URL, parsed once more (it was checked at creation). */
-export const urlOf = (rule: AlertRule): URL => new URL(rule.webhook_url)
