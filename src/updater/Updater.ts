@@ -68,7 +68,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     const cached = yield* cache.get(SnapshotKey)
     if (Option.isSome(cached)) {
       yield* state.seed(cached.value)
-      yield* Effect.logInfo("serving the cached snapshot until the first fetch").pipe(
+      yield* Effect.logInfo("serving the cached summary until the first fetch").pipe(
         Effect.annotateLogs({ seq: cached.value.seq, fetched_at: DateTime.formatIso(cached.value.fetched_at) })
       )
     }

@@ -64,6 +64,12 @@ describe.concurrent("dashcast binary: cache", () => {
       const age = (Date.parse(welcome.message.timestamp) - Date.parse(before.timestamp)) / 1000
       expect(welcome.message.age_seconds).toBeGreaterThanOrEqual(1.2)
       expect(welcome.message.age_seconds).toBeLessThanOrEqual(age + 0.5)
+      // Operators (and the container check) recognise a warm start by this line.
+      const warmLog = await second.waitForLog(
+        (log) => String(log.message) === "serving the cached summary until the first fetch",
+        "the warm start's log line"
+      )
+      expect(warmLog.annotations).toMatchObject({ seq: before.seq })
       const api = (await (await second.fetch("/api/dashboard")).json()) as { seq: number; stale: boolean }
       expect(api).toMatchObject({ seq: before.seq, stale: true })
       // Clients also hear that upstream fails, with the time of the next attempt.
