@@ -268,12 +268,9 @@ const loadHistory = async () => {
   const controller = new AbortController()
   historyRequest = controller
   try {
-    const history = await fetchHistory(base, { signal: controller.signal })
+    const history = await fetchHistory(base, {}, { signal: controller.signal })
     const byTime = new Map(points.map((p) => [p.t, p]))
-    for (const p of history) {
-      const t = DateTime.toEpochMillis(p.t)
-      byTime.set(t, { t, price: p.price, seq: p.seq })
-    }
+    for (const [t, price] of history.points) byTime.set(t, { t, price, seq: 0 })
     points = [...byTime.values()].sort((a, b) => a.t - b.t).slice(-MAX_POINTS)
     renderChart()
   } catch (error) {
