@@ -240,7 +240,29 @@ export const makeDemoMarketData = (seed: number) =>
     }
     let seedsHanded = false
 
-    const fetch = Effect.fn("MarketData.fetch")(function*(_previous: Option.Option<MarketView>) {
+    /**
+     * A restart goes on from the prices it had: the first round scales each walk to the previous
+     * snapshot's price (kept in the cache), so that the history it recorded has no jump in it.
+     */
+    const resumeFrom = (previous: MarketView) => {
+      const [firstCurrency] = config.currencies
+      const ratio = ratioOf(firstCurrency)
+      const walks = new Map(state.walks)
+      for (const [id, walk] of state.walks) {
+        const price = previous.quotes[firstCurrency]?.[id]?.price
+        if (price === undefined) continue
+        const factor = price / ratio / walk.usd
+        walks.set(id, { ...walk, usd: walk.usd * factor, open24h: walk.open24h * factor, closes: walk.closes.map((c) => c * factor) })
+      }
+      state = { ...state, walks }
+    }
+    let resumed = false
+
+    const fetch = Effect.fn("MarketData.fetch")(function*(previous: Option.Option<MarketView>) {
+      if (!resumed) {
+        resumed = true
+        Option.map(previous, resumeFrom)
+      }
       state = step(state)
       const current = state
       const nowMillis = yield* Clock.currentTimeMillis

@@ -1,6 +1,7 @@
 /**
  * The Bun edge: one scoped service that owns `Bun.serve`. Native `websocket` callbacks and
- * `server.publish` do the fan-out; the Effect HTTP app answers every other request. Closing the
+ * `server.publish` do the fan-out; the pages are served from their bundles (`Pages`), and the
+ * Effect HTTP app answers every other request. Closing the
  * scope stops accepting, closes every socket with 1001 and stops the server.
  */
 import { HttpApp, HttpMiddleware } from "@effect/platform"
@@ -8,9 +9,9 @@ import type { Server as BunServer, ServerWebSocket } from "bun"
 import { Data, Duration, Effect, FiberSet, LogLevel, Option, Redacted, Schedule } from "effect"
 import { AppConfig } from "../Config.js"
 import { ApiHandlers } from "../http/ApiHandlers.js"
+import { Pages } from "../http/Pages.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { MarketState } from "../state/MarketState.js"
-import dashboardPage from "../web/index.html"
 import { Broadcaster, topicOf } from "./Broadcaster.js"
 import { describeProblem, encodeServerMessage, parseClientFrame } from "./Protocol.js"
 import { type BucketRule, fullBucket, secondsUntilToken, take, type TokenBucket } from "./TokenBucket.js"
@@ -57,11 +58,13 @@ export class ServerStartError extends Data.TaggedError("ServerStartError")<{
 }
 
 export class Server extends Effect.Service<Server>()("dashcast/Server", {
+  dependencies: [Pages.Default],
   scoped: Effect.gen(function*() {
     const config = yield* AppConfig
     const broadcaster = yield* Broadcaster
     const state = yield* MarketState
     const api = yield* ApiHandlers
+    const pages = yield* Pages
     const runFork = yield* FiberSet.makeRuntime<never>()
     // Every API request is logged (method, path, status); probes and scrapes opt out in ApiHandlers.
     const handleHttp = HttpApp.toWebHandlerRuntime(yield* Effect.runtime<never>())(api.app, HttpMiddleware.logger)
@@ -223,7 +226,7 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
         if (server.upgrade(request, { data })) return undefined
         return Response.json({ error: "expected a WebSocket upgrade" }, { status: 426 })
       }
-      return handleHttp(request)
+      return pages.serve(request, url.pathname) ?? handleHttp(request)
     }
 
     const server = yield* Effect.acquireRelease(
@@ -235,8 +238,7 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
             ...(Option.isSome(config.tlsCert) && Option.isSome(config.tlsKey)
               ? { tls: { cert: Redacted.value(config.tlsCert.value.pem), key: Redacted.value(config.tlsKey.value.pem) } }
               : {}),
-            // The dashboard page, bundled into the binary; everything else goes to `fetch`.
-            routes: { "/": dashboardPage },
+            // The pages are served by `fetch` too (Pages.ts), with headers Bun's HTML routes cannot carry.
             development: false,
             fetch,
             websocket,

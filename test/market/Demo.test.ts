@@ -202,4 +202,35 @@ describe("Demo", () => {
       // Only the first round seeds: later rounds extend the history with live prices.
       expect(second.seeds).toBeUndefined()
     }))
+
+  it.effect("after a restart goes on from the cached snapshot's prices, so the recorded history has no jump", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.parse("2025-07-25T14:54:00Z"))
+      const market = yield* MarketData
+      const cached = (yield* market.fetch(Option.none())).view
+      // Another process (a restart) over the same cache: its first round starts from those prices.
+      const restarted = yield* Effect.provide(
+        MarketData,
+        DemoMarketDataLive(99).pipe(
+          Layer.provide(AppConfig.Default),
+          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["DEMO", "true"], ["ASSETS", ASSETS.join(",")], ["CURRENCIES", CURRENCIES.join(",")]]))))
+        )
+      )
+      const first = yield* restarted.fetch(Option.some(cached))
+      for (const id of ASSETS) {
+        const before = cached.quotes["usd"]?.[id]?.price ?? Number.NaN
+        const after = first.view.quotes["usd"]?.[id]?.price ?? Number.NaN
+        // One round's step (a sixteenth of a day's volatility), not a new walk.
+        expect(Math.abs(after / before - 1), id).toBeLessThan(0.05)
+        const sparkline = first.seeds?.find((s) => s.kind === "sparkline" && s.asset === id && s.currency === "usd")
+        expect(sparkline?.points.at(-1)?.[1]).toBe(after)
+      }
+    }).pipe(
+      Effect.provide(
+        DemoMarketDataLive(7).pipe(
+          Layer.provide(AppConfig.Default),
+          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["DEMO", "true"], ["ASSETS", ASSETS.join(",")], ["CURRENCIES", CURRENCIES.join(",")]]))))
+        )
+      )
+    ))
 })
