@@ -23,6 +23,7 @@ import type { HistoryStoreError } from "../history/HistoryStore.js"
 import { currencyView, type MarketSnapshot } from "../market/Watchlist.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { MetricsExporter } from "../metrics/MetricsExporter.js"
+import { viewMembers } from "../realtime/Protocol.js"
 import { MarketState } from "../state/MarketState.js"
 import { Updater } from "../updater/Updater.js"
 import {
@@ -45,17 +46,7 @@ const withResponseHeader = (name: string, value: string) =>
   HttpApp.appendPreResponseHandler((_request, response) => Effect.succeed(HttpServerResponse.setHeader(response, name, value)))
 
 /** The members of one currency's frames, typed (the API encodes them with the declared Schemas). */
-const viewOf = (snapshot: MarketSnapshot, currency: string) => {
-  const view = currencyView(snapshot, currency)
-  return {
-    currency: view.currency,
-    assets: view.assets,
-    market: view.market,
-    ...(view.data === undefined ? {} : { data: view.data }),
-    ...(view.staleFields.length > 0 ? { stale_fields: view.staleFields } : {}),
-    ...(view.stalePaths.length > 0 ? { stale_paths: view.stalePaths } : {})
-  }
-}
+const viewOf = (snapshot: MarketSnapshot, currency: string) => viewMembers(currencyView(snapshot, currency))
 
 const AdminAuthLive = Layer.effect(
   AdminAuth,

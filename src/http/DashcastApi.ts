@@ -8,8 +8,7 @@
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { HISTORY_RANGES, HistoryResponse, SparklinesResponse } from "../history/HistoryPoint.js"
-import { DashboardSummary, SummaryField } from "../market/DashboardSummary.js"
-import { AssetQuote, MarketSide } from "../market/Watchlist.js"
+import { ViewFields } from "../realtime/Protocol.js"
 
 // ---------------------------------------------------------------------------------------------
 // Errors: one JSON body each, `{"_tag":…,"error":"…"}`, with their status.
@@ -69,16 +68,6 @@ const AssetParam = FirstParam.annotations({ description: "One of the server's AS
 
 /** `?range=`: checked by the handler, so an unknown one is a `BadRequest` naming the ranges there are. */
 const RangeParam = FirstParam.annotations({ description: `One of ${HISTORY_RANGES.join(", ")}; 24h by default`, examples: ["7d"] })
-
-/** The members every WebSocket frame of a currency carries (docs/ARCHITECTURE.md, "Protocol"). */
-const ViewFields = {
-  currency: Schema.String,
-  assets: Schema.Array(AssetQuote),
-  market: MarketSide,
-  data: Schema.optional(DashboardSummary),
-  stale_fields: Schema.optional(Schema.Array(SummaryField)),
-  stale_paths: Schema.optional(Schema.Array(Schema.String))
-}
 
 export const DashboardResponse = Schema.Struct({
   ...ViewFields,

@@ -21,6 +21,7 @@ import {
   Layer,
   Option,
   ParseResult,
+  Queue,
   Redacted,
   Schema,
   Stream
@@ -45,6 +46,7 @@ import { waitAskedFor } from "./Upstream/RateLimit.js"
 import {
   AssetInfo,
   type AssetId,
+  type ChartStamp,
   LEGACY_ASSET,
   type Currency,
   FearGreed,
@@ -326,6 +328,18 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
 
   /** Each asset's daily closes (also in L2, so a restart does not fetch them all again). */
   const charts = new Map<AssetId, ChartEntry>()
+  // Closes are written to L2 behind the rounds (a slow or hung L2 must not hold one): the latest per
+  // asset waits here until the writer takes it, and what is left at shutdown is written then. An
+  // entry leaves this map only in the same uninterruptible step that writes it, so none is lost.
+  const closesToWrite = new Map<AssetId, ChartEntry>()
+  const closesWaiting = yield* Queue.sliding<void>(1)
+  const writeCloses = Effect.suspend(() => {
+    const batch = [...closesToWrite]
+    closesToWrite.clear()
+    return Effect.forEach(batch, ([asset, entry]) => cache.set(closesKey(asset), entry), { discard: true })
+  })
+  yield* Queue.take(closesWaiting).pipe(Effect.zipRight(Effect.uninterruptible(writeCloses)), Effect.forever, Effect.forkScoped)
+  yield* Effect.addFinalizer(() => writeCloses)
   /** Assets whose last daily-closes call failed: their RSI rests on older closes until one succeeds. */
   const chartFailed = new Set<AssetId>()
   /** Assets the provider answered for; only these get chart calls. */
@@ -452,7 +466,8 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
 
   /**
    * Closes another instance fetched since this one last saw them (the previous view says when):
-   * read again from L2, so that no instance fetches what another already has.
+   * read again from L2, in the background (a slow or hung L2 must not hold the round; meanwhile the
+   * view's stamps say what is due and its RSI stands in).
    */
   const catchUpCharts = (previous: MarketView | undefined) =>
     Effect.forEach(
@@ -471,7 +486,12 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     const fetchedAt = DateTime.unsafeMake(now)
     const prev = Option.getOrUndefined(previous)
-    yield* catchUpCharts(prev)
+    yield* FiberSet.run(fibers, catchUpCharts(prev))
+    /** When each asset's closes are due, as this instance or the previous view knows it, whichever is newer. */
+    const stamps = new Map<AssetId, ChartStamp>(Object.entries(prev?.charts ?? {}))
+    for (const [asset, entry] of charts) {
+      if ((stamps.get(asset)?.fetched_at ?? -1) <= entry.fetched_at) stamps.set(asset, { fetched_at: entry.fetched_at, next_due_at: entry.next_due_at })
+    }
     const fearGreedDue = now >= Math.max(fearGreedDueAt, Option.match(prev?.fear_greed ?? Option.none(), { onNone: () => 0, onSome: (f) => f.refresh_at }))
 
     const phaseOne = Effect.all({
@@ -486,7 +506,7 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
       const watched = [...assets]
         .sort((a, b) => Number(b === LEGACY_ASSET) - Number(a === LEGACY_ASSET))
         .filter((asset) => known.has(asset) && !missing.has(asset))
-      const cold = watched.filter((asset) => !charts.has(asset)).length
+      const cold = watched.filter((asset) => !stamps.has(asset)).length
       const limit = chartsPerRound({
         assets: watched.length,
         cold,
@@ -494,7 +514,7 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
         otherCalls: currencies.length + 1,
         perMinuteBudget
       })
-      return planCharts(watched, charts, now, limit)
+      return planCharts(watched, stamps, now, limit)
     }
     // Chart calls go only to assets the provider has answered for: on the first round that is
     // known after the markets calls, later it is known before, and all calls run at once.
@@ -519,8 +539,10 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
         next_due_at: nextDueAfter(now, assets.indexOf(asset), assets.length, !charts.has(asset))
       })
       charts.set(asset, entry)
+      stamps.set(asset, { fetched_at: entry.fetched_at, next_due_at: entry.next_due_at })
       chartFailed.delete(asset)
-      yield* cache.set(closesKey(asset), entry)
+      closesToWrite.set(asset, entry)
+      yield* Queue.offer(closesWaiting, undefined)
     }
 
     const problems: Array<UpstreamError> = []
@@ -632,7 +654,9 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
     for (const asset of assets) {
       const entry = charts.get(asset)
       const live = quotes[firstCurrency]?.[asset]?.price
-      const value = entry !== undefined && live !== undefined
+      // Closes older than another instance's (not read back yet): its RSI is the better one.
+      const behind = entry !== undefined && entry.fetched_at < (stamps.get(asset)?.fetched_at ?? -1) && prev?.rsi[asset] !== undefined
+      const value = entry !== undefined && live !== undefined && !behind
         ? Option.getOrUndefined(liveRsi(entry, live, now))
         : prev?.rsi[asset]
       if (value === undefined) continue
@@ -666,7 +690,7 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
       rsi,
       totals,
       fear_greed: fearGreed,
-      charts: Object.fromEntries([...charts].map(([asset, entry]) => [asset, { fetched_at: entry.fetched_at, next_due_at: entry.next_due_at }])),
+      charts: Object.fromEntries(stamps),
       stale: StaleParts.make({
         currencies: staleCurrencies,
         quotes: staleQuotes,

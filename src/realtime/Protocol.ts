@@ -16,8 +16,8 @@ const Seq = Schema.Int.pipe(Schema.positive())
 
 export const WELCOME_TEXT = "Connected to real-time dashboard updates"
 
-/** What every welcome and update says of the market, in the frame's currency. */
-const ViewFields = {
+/** What every welcome and update says of the market, in the frame's currency (and `GET /api/dashboard`). */
+export const ViewFields = {
   currency: Schema.String,
   assets: Schema.Array(AssetQuote),
   market: MarketSide,
@@ -99,15 +99,18 @@ export interface EncodedView {
 
 const encodeViewFields = Schema.encodeSync(Schema.Struct(ViewFields))
 
+/** A currency's view as the view members of a frame (optional ones only when they say something). */
+export const viewMembers = (view: CurrencyView): Schema.Schema.Type<Schema.Struct<typeof ViewFields>> => ({
+  currency: view.currency,
+  assets: view.assets,
+  market: view.market,
+  ...(view.data === undefined ? {} : { data: view.data }),
+  ...(view.staleFields.length > 0 ? { stale_fields: view.staleFields } : {}),
+  ...(view.stalePaths.length > 0 ? { stale_paths: view.stalePaths } : {})
+})
+
 export const encodeView = (view: CurrencyView, seq: number): EncodedView => {
-  const json = JSON.stringify(encodeViewFields({
-    currency: view.currency,
-    assets: view.assets,
-    market: view.market,
-    ...(view.data === undefined ? {} : { data: view.data }),
-    ...(view.staleFields.length > 0 ? { stale_fields: view.staleFields } : {}),
-    ...(view.stalePaths.length > 0 ? { stale_paths: view.stalePaths } : {})
-  }))
+  const json = JSON.stringify(encodeViewFields(viewMembers(view)))
   return { currency: view.currency, seq, members: json.slice(1, -1), hasStaleValues: view.stalePaths.length > 0 }
 }
 

@@ -84,11 +84,18 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     const ownSeqs = new Set<number>()
 
     // The cache is written behind the rounds, latest first: an L2 that is slow or hangs (Redis
-    // waits one timeout) neither delays clients nor the next round. A write still pending at
-    // shutdown is made then.
-    const toCache = yield* Queue.sliding<MarketSnapshot>(1)
-    yield* Queue.take(toCache).pipe(Effect.flatMap((snapshot) => cache.set(SnapshotKey, snapshot)), Effect.forever, Effect.forkScoped)
-    yield* Effect.addFinalizer(() => Effect.flatMap(Queue.poll(toCache), Option.match({ onNone: () => Effect.void, onSome: (s) => cache.set(SnapshotKey, s) })))
+    // waits one timeout) neither delays clients nor the next round. The snapshot waiting to be
+    // written leaves this slot only in the step that writes it; one still waiting at shutdown is
+    // written then.
+    let toCache = Option.none<MarketSnapshot>()
+    const cacheWaiting = yield* Queue.sliding<void>(1)
+    const writeCache = Effect.suspend(() => {
+      const pending = toCache
+      toCache = Option.none()
+      return Option.match(pending, { onNone: () => Effect.void, onSome: (snapshot) => cache.set(SnapshotKey, snapshot) })
+    })
+    yield* Queue.take(cacheWaiting).pipe(Effect.zipRight(Effect.uninterruptible(writeCache)), Effect.forever, Effect.forkScoped)
+    yield* Effect.addFinalizer(() => writeCache)
 
     // A round another instance made (a force update on a follower, a refresh) counts like one of
     // ours: the leader's schedule follows it.
@@ -139,7 +146,8 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         // event loop's turn ends: end it now, before the answer to a force update and the cache write.
         yield* state.publish(snapshot, source)
         yield* endOfTurn
-        yield* Queue.offer(toCache, snapshot)
+        toCache = Option.some(snapshot)
+        yield* Queue.offer(cacheWaiting, undefined)
         // The instance that made the round records it in the price history (shared by a cluster).
         yield* history.record(snapshot, fetched.seeds)
         yield* Metrics.updateOutcome(fetched.problems.length > 0 ? "partial" : "success")

@@ -27,7 +27,7 @@ export class ChartEntry extends Schema.Class<ChartEntry>("ChartEntry")({
  */
 export const planCharts = (
   assets: ReadonlyArray<AssetId>,
-  entries: ReadonlyMap<AssetId, ChartEntry>,
+  entries: ReadonlyMap<AssetId, { readonly next_due_at: number }>,
   now: number,
   limit: number
 ): ReadonlyArray<AssetId> => {
