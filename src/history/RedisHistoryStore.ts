@@ -2,11 +2,11 @@
  * The price history of a cluster, in the shared Redis: one sorted set per series and tier,
  * `dashcast:history:<currency>:<asset>:<tier>`, scored by the point's time, each member
  * `<epoch ms>:<price>`. A small Lua script keeps one point per bucket atomically, so two writers
- * can never leave two points in one bucket. Every key expires a tier's retention after its last
+ * can never leave two points in one bucket; a round is one call per 64 series tiers. Every key expires a tier's retention after its last
  * write, so the series of an asset that is no longer watched leave Redis by themselves.
  */
 import { RedisClient } from "bun"
-import { Clock, Duration, Effect, Layer, Redacted } from "effect"
+import { Array as Arr, Clock, Duration, Effect, Layer, Redacted } from "effect"
 import { HistoryStore, HistoryStoreError } from "./HistoryStore.js"
 import { bucketOf, keepFrom, type Point, type Tier } from "./Tiers.js"
 
@@ -23,27 +23,37 @@ export interface RedisHistoryOptions {
 }
 
 /**
- * KEYS[1]: one series' tier. ARGV: mode (`live` or `seed`), the oldest score kept, the key's time
- * to live (ms), then four values per point: its bucket's first and next score, its time, its member.
- * A bucket holds one point: a live point replaces an older one, a seed fills only an empty bucket.
+ * KEYS: series tiers. ARGV, for each key in turn: mode (`live` or `seed`), the oldest score kept,
+ * the key's time to live (ms), the number of points, then four values per point: its bucket's
+ * first and next score, its time, its member. A bucket holds one point: a live point replaces an
+ * older one, a seed fills only an empty bucket. One call for many keys: a round is a few calls.
  */
 const WRITE_SCRIPT = `
-local key = KEYS[1]
-local live = ARGV[1] == 'live'
-for i = 4, #ARGV, 4 do
-  local lo, hi, t, member = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local held = redis.call('ZRANGEBYSCORE', key, lo, '(' .. hi, 'WITHSCORES')
-  if #held == 0 then
-    redis.call('ZADD', key, t, member)
-  elseif live and tonumber(held[#held]) <= tonumber(t) then
-    redis.call('ZREMRANGEBYSCORE', key, lo, '(' .. hi)
-    redis.call('ZADD', key, t, member)
+local a = 1
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  local live = ARGV[a] == 'live'
+  local oldest, ttl, n = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  a = a + 4
+  for i = 1, n do
+    local lo, hi, t, member = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    a = a + 4
+    local held = redis.call('ZRANGEBYSCORE', key, lo, '(' .. hi, 'WITHSCORES')
+    if #held == 0 then
+      redis.call('ZADD', key, t, member)
+    elseif live and tonumber(held[#held]) <= tonumber(t) then
+      redis.call('ZREMRANGEBYSCORE', key, lo, '(' .. hi)
+      redis.call('ZADD', key, t, member)
+    end
   end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. oldest)
+  redis.call('PEXPIRE', key, ttl)
 end
-redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[2])
-redis.call('PEXPIRE', key, ARGV[3])
 return 0
 `
+
+/** Series tiers per call: a round of a large watchlist is a few calls, none holding Redis long. */
+const KEYS_PER_CALL = 64
 
 // Network timeouts are real time, also when a test drives the Clock.
 const realClock = Clock.make()
@@ -118,20 +128,29 @@ export const RedisHistoryStoreLive = (options: RedisHistoryOptions): Layer.Layer
         kind: "redis",
         location: locationOf(Redacted.value(options.url)),
         write: Effect.fn("RedisHistoryStore.write")(function*(writes, now) {
-          // One script per series and tier; Bun pipelines the calls made at once.
-          const calls = writes.flatMap((write) =>
+          const parts = writes.flatMap((write) =>
             write.tiers.map((tier) => {
               const oldest = keepFrom(tier, now)
-              const args = [write.mode, String(oldest), String(tier.keep)]
+              const values: Array<string> = []
               for (const [t, price] of write.points) {
                 if (t < oldest) continue
                 const lo = bucketOf(tier, t) * tier.step
-                args.push(String(lo), String(lo + tier.step), String(t), `${t}:${price}`)
+                values.push(String(lo), String(lo + tier.step), String(t), `${t}:${price}`)
               }
-              return call("write", () => client.send("EVAL", [WRITE_SCRIPT, "1", historyKey(write.currency, write.asset, tier), ...args]))
+              return {
+                key: historyKey(write.currency, write.asset, tier),
+                args: [write.mode, String(oldest), String(tier.keep), String(values.length / 4), ...values]
+              }
             })
           )
-          yield* Effect.all(calls, { concurrency: "unbounded", discard: true })
+          // Bun pipelines the calls made at once.
+          yield* Effect.forEach(
+            Arr.chunksOf(parts, KEYS_PER_CALL),
+            (chunk) =>
+              call("write", () =>
+                client.send("EVAL", [WRITE_SCRIPT, String(chunk.length), ...chunk.map((p) => p.key), ...chunk.flatMap((p) => p.args)])),
+            { concurrency: "unbounded", discard: true }
+          )
         }),
         read: Effect.fn("RedisHistoryStore.read")(function*(series, tiers, from) {
           return yield* Effect.forEach(

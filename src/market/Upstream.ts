@@ -3,7 +3,9 @@
  * call per currency for every watched asset at once, one `/global`, alternative.me's index only
  * when a new value exists, and a few daily-closes calls for RSI (each asset's at most once an hour).
  * Every body is read with a size cap and decoded with a Schema into values or one typed
- * `UpstreamError`; a failed call keeps the last good values of exactly what it feeds.
+ * `UpstreamError`; a failed call keeps the last good values of exactly what it feeds. It also
+ * hands the price history what the provider already had: each series' 7-day sparkline once, each
+ * asset's daily closes when new.
  */
 import { FetchHttpClient, Headers, HttpClient, HttpClientRequest } from "@effect/platform"
 import type { HttpClientError, HttpClientResponse } from "@effect/platform"
