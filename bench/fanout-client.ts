@@ -1,5 +1,6 @@
 /**
- * One load-generator process of `bench/fanout.ts`: Bun WebSocket clients driven over IPC. It opens
+ * One load-generator process of `bench/fanout.ts`: Bun WebSocket clients (or Server-Sent Events
+ * clients on raw TCP sockets, see `startStream`) driven over IPC. It opens
  * its share of the clients with a bounded number of handshakes in flight, timestamps the first
  * frame (the welcome) of each, then records when every client receives each broadcast `seq`, and
  * tells the coordinator as soon as all of its clients have one. Timestamps are epoch milliseconds
@@ -19,7 +20,13 @@ const origin = performance.timeOrigin
 const now = () => origin + performance.now()
 const reply = (message: ClientReply) => process.send?.(message)
 
-let sockets: Array<WebSocket> = []
+/** What the coordinator needs of one client, whatever its transport. */
+interface Client {
+  close(): void
+  onclose: (() => void) | null
+}
+
+let sockets: Array<Client> = []
 let startedAt = new Float64Array(0)
 let openedAt = new Float64Array(0)
 let firstFrameAt = new Float64Array(0)
@@ -166,7 +173,15 @@ const connect = (command: Extract<ClientCommand, { type: "connect" }>) =>
       inFlight++
       startedAt[index] = now()
       const ws = new WebSocket(urls[currencyOf[index]!]!)
-      sockets[index] = ws
+      sockets[index] = {
+        close: () => ws.close(),
+        get onclose() {
+          return ws.onclose === null ? null : () => ws.onclose?.call(ws, new CloseEvent("close"))
+        },
+        set onclose(listener: (() => void) | null) {
+          ws.onclose = listener
+        }
+      }
       let pending = true
       ws.onopen = () => {
         openedAt[index] = now()
@@ -192,8 +207,102 @@ const connect = (command: Extract<ClientCommand, { type: "connect" }>) =>
         }
       }
     }
+    /**
+     * An event stream client on a raw TCP socket: the request, then the response head, then the
+     * chunked body de-chunked and split into events; each event's `data` line is the frame. (A
+     * `fetch` per client would be limited to 256 at a time by Bun and cost far more per client.)
+     */
+    const startStream = (index: number) => {
+      inFlight++
+      startedAt[index] = now()
+      const target = new URL(urls[currencyOf[index]!]!)
+      let pending = true
+      let head = true
+      let raw = ""
+      let body = ""
+      let socket: { terminate(): void } | undefined
+      let closed = false
+      const client: Client = {
+        onclose: null,
+        // At once, as a browser closing an EventSource does: no more data is read from it.
+        close: () => {
+          socket?.terminate()
+          gone()
+        }
+      }
+      sockets[index] = client
+      // Like a WebSocket's `onclose`, which `closeAll` replaces: either its handler or this one runs.
+      function gone() {
+        if (closed) return
+        closed = true
+        if (client.onclose !== null) return client.onclose()
+        if (alive[index] === 1) {
+          alive[index] = 0
+          aliveCount--
+          if (!closing) unexpectedCloses++
+        }
+        if (pending) {
+          pending = false
+          settle(false)
+        }
+      }
+      /** Moves complete chunks from `raw` to `body`. */
+      const dechunk = () => {
+        for (;;) {
+          const lineEnd = raw.indexOf("\r\n")
+          if (lineEnd < 0) return
+          const size = Number.parseInt(raw.slice(0, lineEnd), 16)
+          if (size === 0) return
+          // Sizes count bytes; events are ASCII JSON (the bench's names and symbols), so characters too.
+          if (raw.length < lineEnd + 2 + size + 2) return
+          body += raw.slice(lineEnd + 2, lineEnd + 2 + size)
+          raw = raw.slice(lineEnd + 2 + size + 2)
+        }
+      }
+      Bun.connect({
+        hostname: target.hostname,
+        port: Number(target.port),
+        socket: {
+          open(s) {
+            socket = s
+            s.write(`GET ${target.pathname}${target.search} HTTP/1.1\r\nHost: ${target.host}\r\nAccept: text/event-stream\r\n\r\n`)
+          },
+          data(_s, chunk) {
+            if (closed) return
+            raw += chunk.toString("latin1")
+            if (head) {
+              const end = raw.indexOf("\r\n\r\n")
+              if (end < 0) return
+              if (!raw.startsWith("HTTP/1.1 200")) return void client.close()
+              head = false
+              raw = raw.slice(end + 4)
+              openedAt[index] = now()
+              alive[index] = 1
+              aliveCount++
+            }
+            dechunk()
+            for (let end = body.indexOf("\n\n"); end >= 0; end = body.indexOf("\n\n")) {
+              const block = body.slice(0, end)
+              body = body.slice(end + 2)
+              const at = block.indexOf("data: ")
+              if (at < 0) continue // the retry hint, a heartbeat
+              const lineEnd = block.indexOf("\n", at)
+              onFrame(index, block.slice(at + 6, lineEnd < 0 ? undefined : lineEnd))
+              if (pending) {
+                pending = false
+                settle(true)
+              }
+            }
+          },
+          close: gone,
+          end: gone,
+          error: gone,
+          connectError: gone
+        }
+      }).catch(gone)
+    }
     const launch = () => {
-      while (!finished && inFlight < maxInFlight && next < count) start(next++)
+      while (!finished && inFlight < maxInFlight && next < count) (command.transport === "sse" ? startStream : start)(next++)
     }
     launch()
   })

@@ -6,9 +6,10 @@
  *  - `bare Bun`: `bench/peers/bare-bun.ts`, `Bun.serve` topic pub/sub with no framework;
  *  - `Node ws`: `bench/peers/node-ws.mjs`, Node.js `http` + `ws`, a loop over the clients.
  *
- * Two kinds of rung: the default one (dashcast's default watchlist, bitcoin in usd: one topic, one
- * frame per broadcast, clients of today that name no currency) at 1k..19k clients, and the watchlist
- * rung: 50 assets in usd, eur and gbp, clients spread evenly over `/ws?currency=usd|eur|gbp`, so a
+ * Three kinds of rung: the default one (dashcast's default watchlist, bitcoin in usd: one topic, one
+ * frame per broadcast, clients of today that name no currency) at 1k..19k clients; the SSE rungs (1k
+ * and 10k clients of the same binary, once over WebSockets and once over Server-Sent Events,
+ * `GET /api/stream`, read by clients on raw TCP sockets); and the watchlist rung: 50 assets in usd, eur and gbp, clients spread evenly over `/ws?currency=usd|eur|gbp`, so a
  * broadcast is one frame of about 10 KB per currency, each published on its own topic. The peers
  * publish frames of the same shape and size (bench/peers/market.mjs), one string per topic.
  *
@@ -24,8 +25,9 @@
  * exactly one core to itself and the generator never steals it (BENCH_PIN=0 turns this off).
  * Servers run one at a time and alternate (dashcast, bare Bun, Node; rotated every repetition).
  *
- * Environment: BENCH_QUICK=1 (1k and 5k clients and the watchlist rung, one repetition), BENCH_RUNGS=1000,5000,
+ * Environment: BENCH_QUICK=1 (1k and 5k clients, the SSE rungs and the watchlist rung, one repetition), BENCH_RUNGS=1000,5000,
  * BENCH_WATCHLIST=1 (only the watchlist rung) or 0 (without it), BENCH_WATCHLIST_CLIENTS=10000,
+ * BENCH_SSE=1 (only the SSE rungs) or 0 (without them), BENCH_SSE_RUNGS=1000,10000,
  * BENCH_BURST=10, BENCH_SERVERS=dashcast,bun,node, BENCH_REPS=3, BENCH_CLIENT_PROCS=2, BENCH_PIN=0,
  * BENCH_BUDGET_SECONDS=900, DASHCAST_BIN.
  */
@@ -111,6 +113,8 @@ const BURST = Number(env("BENCH_BURST") ?? 10)
 /** One rung: a number of clients, and which watchlist the servers serve them. */
 interface Rung {
   readonly key: string
+  /** The servers (and client transports) compared in this rung. */
+  readonly servers: ReadonlyArray<ServerKey>
   readonly clients: number
   /** ASSETS and CURRENCIES for every server of the rung (dashcast and both peers read the same). */
   readonly env: Record<string, string>
@@ -122,8 +126,11 @@ interface Rung {
   readonly title: string
 }
 
+const REFERENCE_SERVERS: ReadonlyArray<ServerKey> = ["dashcast", "bun", "node"]
+
 const defaultRung = (clients: number): Rung => ({
   key: String(clients),
+  servers: REFERENCE_SERVERS,
   clients,
   env: { ASSETS: "bitcoin", CURRENCIES: "usd" },
   check: { currencies: ["usd"], inUrl: false, assets: 1, data: true },
@@ -134,6 +141,7 @@ const defaultRung = (clients: number): Rung => ({
 
 const watchlistRung = (clients: number): Rung => ({
   key: `watchlist-${clients}`,
+  servers: REFERENCE_SERVERS,
   clients,
   env: { ASSETS: WATCHLIST_ASSETS.join(","), CURRENCIES: WATCHLIST_CURRENCIES.join(",") },
   check: { currencies: WATCHLIST_CURRENCIES, inUrl: true, assets: WATCHLIST_ASSETS.length, data: true },
@@ -143,16 +151,35 @@ const watchlistRung = (clients: number): Rung => ({
     `${clients.toLocaleString("en-US")} clients spread over ${WATCHLIST_CURRENCIES.map((c) => `\`?currency=${c}\``).join(", ")}`
 })
 
+/**
+ * The SSE rung: dashcast's default watchlist, the same binary and broadcasts, its clients once on
+ * WebSockets (`dashcast`) and once on event streams (`dashcast-sse`), to price a stream against a socket.
+ */
+const sseRung = (clients: number): Rung => ({
+  ...defaultRung(clients),
+  key: `sse-${clients}`,
+  servers: ["dashcast", "dashcast-sse"],
+  title: `Server-Sent Events against WebSockets, the same binary: ${clients.toLocaleString("en-US")} clients`
+})
+
 const WATCHLIST = env("BENCH_WATCHLIST")
+const SSE = env("BENCH_SSE")
 const WATCHLIST_CLIENTS = Math.min(Number(env("BENCH_WATCHLIST_CLIENTS") ?? TARGET_RUNG), maxClients)
+const only = WATCHLIST === "1" || SSE === "1"
 const RUNGS: ReadonlyArray<Rung> = [
-  ...(WATCHLIST === "1" ? [] : (env("BENCH_RUNGS")?.split(",").map(Number) ?? (QUICK ? [1000, 5000] : [1000, 5000, 10_000, 19_000]))
+  ...(only ? [] : (env("BENCH_RUNGS")?.split(",").map(Number) ?? (QUICK ? [1000, 5000] : [1000, 5000, 10_000, 19_000]))
     .map((n) => defaultRung(Math.min(n, maxClients)))),
-  ...(WATCHLIST === "0" ? [] : [watchlistRung(WATCHLIST_CLIENTS)])
+  ...(SSE === "0" || WATCHLIST === "1" ? [] : (env("BENCH_SSE_RUNGS")?.split(",").map(Number) ?? [1000, 10_000])
+    .map((n) => sseRung(Math.min(n, maxClients)))),
+  ...(WATCHLIST === "0" || SSE === "1" ? [] : [watchlistRung(WATCHLIST_CLIENTS)])
 ]
+const isSseRung = (rung: Rung) => rung.key.startsWith("sse-")
+const isDefaultRung = (rung: Rung) => !rung.key.startsWith("watchlist") && !isSseRung(rung)
 /** The rung whose first run also measures idle CPU: the default 10k rung, else the largest default one, else the watchlist. */
 const IDLE_RUNG = RUNGS.find((r) => r.key === String(TARGET_RUNG)) ??
-  RUNGS.filter((r) => !r.key.startsWith("watchlist")).at(-1) ?? RUNGS.at(-1)
+  RUNGS.filter(isDefaultRung).at(-1) ?? RUNGS.filter((r) => !isSseRung(r)).at(-1)
+/** The SSE rung whose first run measures idle CPU too (heartbeats every 15 s against socket pings): the largest. */
+const IDLE_SSE_RUNG = RUNGS.filter(isSseRung).at(-1)
 /** Broadcasts per scenario: enough deliveries (about 100k) for a CPU reading in 10 ms ticks. */
 const broadcastsFor = (clients: number) => Math.min(100, Math.max(15, Math.round(100_000 / clients)))
 
@@ -168,10 +195,12 @@ if (PIN) Bun.spawnSync(["taskset", "-pc", CLIENT_CPUS, String(process.pid)], { s
 const log = (line: string) => console.error(`[bench ${((now() - startedAt) / 1000).toFixed(0).padStart(3)}s] ${line}`)
 
 // ---- servers under test -----------------------------------------------------------------------
-type ServerKey = "dashcast" | "bun" | "node"
+type ServerKey = "dashcast" | "bun" | "node" | "dashcast-sse"
 interface ServerSpec {
   readonly key: ServerKey
   readonly label: string
+  /** How its clients connect: WebSockets to `/ws`, or event streams from `/api/stream`. */
+  readonly transport: "websocket" | "sse"
   readonly cmd: (port: number) => Array<string>
   readonly env: Record<string, string>
   readonly readyPath: string
@@ -191,6 +220,15 @@ const ALL_SERVERS: ReadonlyArray<ServerSpec> = [
   {
     key: "dashcast",
     label: "dashcast",
+    transport: "websocket",
+    cmd: (port) => [DASHCAST_BIN, "--host", HOST, "--port", String(port)],
+    env: dashcastEnv("0 seconds"),
+    readyPath: "/readyz"
+  },
+  {
+    key: "dashcast-sse",
+    label: "dashcast SSE",
+    transport: "sse",
     cmd: (port) => [DASHCAST_BIN, "--host", HOST, "--port", String(port)],
     env: dashcastEnv("0 seconds"),
     readyPath: "/readyz"
@@ -198,6 +236,7 @@ const ALL_SERVERS: ReadonlyArray<ServerSpec> = [
   {
     key: "bun",
     label: "bare Bun",
+    transport: "websocket",
     cmd: () => [BUN, join(import.meta.dir, "peers", "bare-bun.ts")],
     env: { ADMIN_TOKEN: TOKEN, HOST },
     readyPath: "/healthz"
@@ -205,6 +244,7 @@ const ALL_SERVERS: ReadonlyArray<ServerSpec> = [
   {
     key: "node",
     label: "Node ws",
+    transport: "websocket",
     cmd: () => ["node", join(import.meta.dir, "peers", "node-ws.mjs")],
     env: { ADMIN_TOKEN: TOKEN, HOST },
     readyPath: "/healthz"
@@ -213,6 +253,7 @@ const ALL_SERVERS: ReadonlyArray<ServerSpec> = [
 
 /** BENCH_SERVERS=dashcast,bun runs a subset (for a quick look; the report wants all three). */
 const SERVERS = ALL_SERVERS.filter((s) => env("BENCH_SERVERS")?.split(",").includes(s.key) ?? true)
+const serversOf = (rung: Rung) => SERVERS.filter((s) => rung.servers.includes(s.key))
 
 const freePort = (): number => {
   for (let attempt = 0; attempt < 50; attempt++) {
@@ -374,7 +415,8 @@ const connectAll = async (server: RunningServer, total: number, check: FrameChec
   const results: Array<ConnectResult> = await Promise.all(active.map((i) =>
     clients[i]!.request({
       type: "connect",
-      url: `ws://${HOST}:${server.port}/ws`,
+      url: server.spec.transport === "sse" ? `http://${HOST}:${server.port}/api/stream` : `ws://${HOST}:${server.port}/ws`,
+      transport: server.spec.transport,
       count: share[i]!,
       firstIndex: firstIndex[i]!,
       check,
@@ -865,6 +907,41 @@ const coreTargets = (samples: ReadonlyArray<Sample>, rung: Rung): Array<string> 
   ]
 }
 
+/** The notes under a rung's table: anomalies, disturbed runs, a saturated load generator. */
+const runNotes = (samples: ReadonlyArray<Sample>, rung: Rung): Array<string> => {
+  const out: Array<string> = []
+  const anomalies = samples.filter((s) => s.rung === rung.key && s.anomalies !== "")
+  for (const s of anomalies) out.push("", `- ${s.server} run ${s.rep + 1}: ${s.anomalies}`)
+  const disturbed = samples.filter((s) => s.rung === rung.key && s.serverWaitPercent > DISTURBED_WAIT_PERCENT)
+  for (const s of disturbed) {
+    out.push("", `- ${s.server} run ${s.rep + 1}: its main thread waited ${fmt(s.serverWaitPercent, 1)}% of the broadcast phase for its core (other processes on core 0, or its own GC threads); its latencies say more about the machine than about the server`)
+  }
+  const saturated = samples.filter((s) => s.rung === rung.key && s.generatorBusyPercent > SATURATED_GENERATOR_PERCENT)
+  for (const s of saturated) {
+    out.push("", `- ${s.server} run ${s.rep + 1}: the load generator was ${fmt(s.generatorBusyPercent, 0)}% busy during the broadcasts; the clients, not the server, may have set its completion time`)
+  }
+  return out
+}
+
+/** An SSE rung: the same binary's WebSocket and event-stream clients side by side, and the ratio. */
+const renderSse = (samples: ReadonlyArray<Sample>, rung: Rung): Array<string> => {
+  const at = (key: ServerKey) => samples.filter((s) => s.rung === rung.key && s.server === key)
+  const runs = Math.min(...serversOf(rung).map((s) => at(s.key).length))
+  const out = [
+    `### ${rung.title} (${runs} run${runs === 1 ? "" : "s"} per transport, ${at("dashcast")[0]?.broadcasts ?? "?"} broadcasts per run)`,
+    "",
+    "| metric | WebSocket (`/ws`) | SSE (`/api/stream`) | SSE / WebSocket |",
+    "| --- | ---: | ---: | ---: |"
+  ]
+  for (const metric of [...METRICS, ...frameMetrics(rung)]) {
+    const [ws, sse] = (["dashcast", "dashcast-sse"] as const).map((k) => aggregate(at(k), metric))
+    if (![ws, sse].some((x) => Number.isFinite(x!))) continue
+    out.push(`| ${metric.label} | ${fmt(ws!, metric.digits)} | ${fmt(sse!, metric.digits)} | ${ratio(sse!, ws!)} |`)
+  }
+  out.push(...runNotes(samples, rung), "")
+  return out
+}
+
 const render = (samples: ReadonlyArray<Sample>, coalescing: Coalescing | undefined, notes: ReadonlyArray<string>) => {
   const out: Array<string> = []
   const rungs = RUNGS.filter((r) => samples.some((s) => s.rung === r.key))
@@ -876,8 +953,12 @@ const render = (samples: ReadonlyArray<Sample>, coalescing: Coalescing | undefin
     ""
   )
   for (const rung of rungs) {
+    if (isSseRung(rung)) {
+      out.push(...renderSse(samples, rung))
+      continue
+    }
     const at = (key: ServerKey) => samples.filter((s) => s.rung === rung.key && s.server === key)
-    const runs = Math.min(...SERVERS.map((s) => at(s.key).length))
+    const runs = Math.min(...serversOf(rung).map((s) => at(s.key).length))
     out.push(`### ${rung.title} (${runs} run${runs === 1 ? "" : "s"} per server, ${at("dashcast")[0]?.broadcasts ?? "?"} broadcasts per run)`, "")
     out.push("| metric | dashcast | bare Bun | Node ws | dashcast / bare Bun | dashcast / Node ws |")
     out.push("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -886,28 +967,18 @@ const render = (samples: ReadonlyArray<Sample>, coalescing: Coalescing | undefin
       if (![d, b, n].some((x) => Number.isFinite(x!))) continue
       out.push(`| ${metric.label} | ${fmt(d!, metric.digits)} | ${fmt(b!, metric.digits)} | ${fmt(n!, metric.digits)} | ${ratio(d!, b!)} | ${ratio(d!, n!)} |`)
     }
-    const anomalies = samples.filter((s) => s.rung === rung.key && s.anomalies !== "")
-    for (const s of anomalies) out.push("", `- ${s.server} run ${s.rep + 1}: ${s.anomalies}`)
-    const disturbed = samples.filter((s) => s.rung === rung.key && s.serverWaitPercent > DISTURBED_WAIT_PERCENT)
-    for (const s of disturbed) {
-      out.push("", `- ${s.server} run ${s.rep + 1}: its main thread waited ${fmt(s.serverWaitPercent, 1)}% of the broadcast phase for its core (other processes on core 0, or its own GC threads); its latencies say more about the machine than about the server`)
-    }
-    const saturated = samples.filter((s) => s.rung === rung.key && s.generatorBusyPercent > SATURATED_GENERATOR_PERCENT)
-    for (const s of saturated) {
-      out.push("", `- ${s.server} run ${s.rep + 1}: the load generator was ${fmt(s.generatorBusyPercent, 0)}% busy during the broadcasts; the clients, not the server, may have set its completion time`)
-    }
-    out.push("")
+    out.push(...runNotes(samples, rung), "")
   }
 
   // Targets, at 10k clients of the default rung (or the largest default rung run, in quick mode).
-  const defaults = rungs.filter((r) => !r.key.startsWith("watchlist"))
+  const defaults = rungs.filter(isDefaultRung)
   const targetRung = defaults.find((r) => r.clients === TARGET_RUNG) ?? defaults.at(-1)
   if (targetRung !== undefined) {
     const at = (key: ServerKey, metric: keyof Sample) =>
       median(samples.filter((s) => s.rung === targetRung.key && s.server === key).map((s) => s[metric] as number))
     const welcome = at("dashcast", "welcomeP99") / at("bun", "welcomeP99")
     const vsNode = at("dashcast", "completionP50") / at("node", "completionP50")
-    const lost = samples.filter((s) => s.server === "dashcast").reduce((a, s) => a + s.lost, 0)
+    const lost = samples.filter((s) => s.server === "dashcast" && !s.rung.startsWith("sse-")).reduce((a, s) => a + s.lost, 0)
     const idle = at("dashcast", "idleCpuPercent")
     out.push(`### Targets at ${targetRung.title}${targetRung.clients === TARGET_RUNG ? "" : " (quick mode: the largest rung run)"}`, "")
     out.push("| target | measured | result |", "| --- | --- | --- |")
@@ -957,6 +1028,14 @@ const render = (samples: ReadonlyArray<Sample>, coalescing: Coalescing | undefin
     "- CPU during the broadcasts is CPU time over the phase's wall time: a server near 100% is the bottleneck;",
     "  a load generator near 100% would mean the clients, not the server, set the completion time."
   )
+  if (rungs.some(isSseRung)) {
+    out.push(
+      "- SSE rungs: the same binary twice, its clients on WebSockets or on event streams (`GET /api/stream`,",
+      "  read on raw TCP sockets and de-chunked, as curl would). Frame sizes are the JSON each client got; an",
+      "  event adds its `event:`, `id:` and `data:` lines and the chunk framing (about 50 bytes). Idle CPU of the",
+      "  largest SSE rung includes the streams' heartbeat comments (every 15 s) against the sockets' pings."
+    )
+  }
   for (const note of notes) out.push(`- ${note}`)
   return out.join("\n")
 }
@@ -984,13 +1063,14 @@ const main = async () => {
   try {
     for (const rung of RUNGS) {
       for (let rep = 0; rep < REPS; rep++) {
-        const order = SERVERS.map((_, i) => SERVERS[(i + rep) % SERVERS.length]!)
+        const servers = serversOf(rung)
+        const order = servers.map((_, i) => servers[(i + rep) % servers.length]!)
         for (const spec of order) {
           if (now() > DEADLINE) {
             notes.push(`time budget reached: ${spec.label} at rung ${rung.key}, run ${rep + 1} and later were skipped`)
             break
           }
-          const idle = rep === 0 && rung === IDLE_RUNG ? IDLE_SECONDS : 0
+          const idle = rep === 0 && (rung === IDLE_RUNG || rung === IDLE_SSE_RUNG) ? IDLE_SECONDS : 0
           const sample = await scenario(spec, rung, rep, idle)
           samples.push(sample)
           log(`${spec.label.padEnd(8)} ${rung.key.padStart(5)} run ${rep + 1}: connect ${fmt(sample.connectRate, 0)}/s, ` +

@@ -27,6 +27,8 @@ export type ClientCommand =
     readonly check: FrameCheck
     readonly maxInFlight: number
     readonly timeoutMs: number
+    /** WebSocket clients of `url` (`ws://…/ws`), or Server-Sent Events clients of `url` (`http://…/api/stream`). */
+    readonly transport: "websocket" | "sse"
   }
   | { readonly type: "arm"; readonly firstSeq: number; readonly count: number }
   | { readonly type: "report"; readonly triggers: ReadonlyArray<number> }

@@ -28,6 +28,10 @@ const CLOSE_REASONS = everyValue<CloseReason>()(
   "other"
 )
 
+/** How a client is connected: a WebSocket (`/ws`) or a Server-Sent Events stream (`/api/stream`). */
+export type Transport = "websocket" | "sse"
+const TRANSPORTS = everyValue<Transport>()("websocket", "sse")
+
 export type BroadcastOutcome = "delivered" | "no_subscribers"
 const BROADCAST_OUTCOMES = everyValue<BroadcastOutcome>()("delivered", "no_subscribers")
 
@@ -70,23 +74,23 @@ const labelsFor = <K extends string>(key: string, values: ReadonlyArray<K>) => {
 // Prometheus counters (a non-incremental Effect counter becomes an up-down counter, a gauge).
 
 export const connectionsActive = Metric.gauge("dashcast_connections_active", {
-  description: "WebSocket connections open now"
+  description: "Client connections open now, by transport (websocket, sse)"
 })
 
 export const connectionsOpened = Metric.counter("dashcast_connections_opened_total", {
-  description: "WebSocket connections accepted since start",
+  description: "Client connections accepted since start, by transport",
   incremental: true
 })
 
 export const connectionsClosed = Metric.counter("dashcast_connections_closed_total", {
-  description: "WebSocket connections closed since start, by reason (from the close code)",
+  description: "Client connections closed since start, by transport and reason (a WebSocket's from its close code)",
   incremental: true
 })
 
 export const connectionDuration = Metric.histogram(
   "dashcast_connection_duration_seconds",
   MetricBoundaries.fromIterable([1, 10, 60, 300, 900, 1800, 3600, 7200, 21600, 86400]),
-  "Lifetime of closed WebSocket connections in seconds"
+  "Lifetime of closed client connections in seconds, by transport"
 )
 
 export const broadcasts = Metric.counter("dashcast_broadcasts_total", {
@@ -170,11 +174,29 @@ export const websocketSentBytes = Metric.counter("dashcast_websocket_sent_bytes_
   incremental: true
 })
 
+export const sseSentBytes = Metric.counter("dashcast_sse_sent_bytes_total", {
+  description: "Bytes of Server-Sent Events handed to event streams (events and heartbeats)",
+  incremental: true
+})
+
+export const sseSkippedFrames = Metric.counter("dashcast_sse_frames_skipped_total", {
+  description: "Frames an event stream never got because it was still sending earlier ones and a newer frame of the same type replaced them (latest wins)",
+  incremental: true
+})
+
 // ---------------------------------------------------------------------------------------------
 // Label sets.
 
 const noLabels: ReadonlyArray<MetricLabel.MetricLabel> = []
-const closeLabels = labelsFor("reason", CLOSE_REASONS)
+const transportLabels = labelsFor("transport", TRANSPORTS)
+/** `transport` and `reason` of a closed connection, one array per combination, built once. */
+const closeLabels = (() => {
+  const byKey = new Map(
+    TRANSPORTS.flatMap((transport) => CLOSE_REASONS.map((reason) => [`${transport}:${reason}`, [label("transport", transport), label("reason", reason)]] as const))
+  )
+  return (transport: Transport, reason: CloseReason): ReadonlyArray<MetricLabel.MetricLabel> =>
+    byKey.get(`${transport}:${reason}`) ?? [label("transport", transport), label("reason", reason)]
+})()
 const kindLabels = labelsFor("kind", RATE_LIMIT_KINDS)
 const outcomeLabels = labelsFor("outcome", UPDATE_OUTCOMES)
 const endpointLabels = labelsFor("endpoint", ENDPOINTS)
@@ -189,9 +211,6 @@ const errorLabels = (endpoint: Endpoint, reasonLabel: string) => [label("endpoin
  */
 export const preregister = (): void => {
   const unlabelled = [
-    connectionsActive,
-    connectionsOpened,
-    connectionDuration,
     broadcastRecipients,
     publishDuration,
     pingRoundTrip,
@@ -199,10 +218,15 @@ export const preregister = (): void => {
     backoffs,
     summaryAge,
     websocketSentBytes,
+    sseSentBytes,
+    sseSkippedFrames,
     cacheL2Degraded
   ]
   for (const metric of unlabelled) metric.unsafeValue(noLabels)
-  for (const reason of CLOSE_REASONS) connectionsClosed.unsafeValue(closeLabels(reason))
+  for (const transport of TRANSPORTS) {
+    for (const metric of [connectionsActive, connectionsOpened, connectionDuration]) metric.unsafeValue(transportLabels(transport))
+    for (const reason of CLOSE_REASONS) connectionsClosed.unsafeValue(closeLabels(transport, reason))
+  }
   for (const source of UPDATE_SOURCES) {
     for (const outcome of BROADCAST_OUTCOMES) broadcasts.unsafeValue(broadcastLabels(source, outcome))
   }
@@ -244,17 +268,25 @@ export const closeReason = (code: number): CloseReason => {
   }
 }
 
-/** A socket was accepted (`websocket.open`). */
-export const connectionOpened = (): void => {
-  connectionsOpened.unsafeUpdate(1, noLabels)
-  connectionsActive.unsafeModify(1, noLabels)
+/** A client connection was accepted: a socket (`websocket.open`, the default) or an event stream. */
+export const connectionOpened = (transport: Transport = "websocket"): void => {
+  connectionsOpened.unsafeUpdate(1, transportLabels(transport))
+  connectionsActive.unsafeModify(1, transportLabels(transport))
 }
 
 /** A socket closed (`websocket.close`) with `code` after `durationSeconds`. */
-export const connectionClosed = (code: number, durationSeconds: number): void => {
-  connectionsClosed.unsafeUpdate(1, closeLabels(closeReason(code)))
-  connectionsActive.unsafeModify(-1, noLabels)
-  connectionDuration.unsafeUpdate(durationSeconds, noLabels)
+export const connectionClosed = (code: number, durationSeconds: number): void =>
+  transportClosed("websocket", closeReason(code), durationSeconds)
+
+/**
+ * A connection of `transport` closed for `reason` after `durationSeconds`. An event stream has no
+ * close code: the client leaving is `normal`, a server shutdown `going_away`.
+ */
+export const transportClosed = (transport: Transport, reason: CloseReason, durationSeconds: number): void => {
+  const labels = transportLabels(transport)
+  connectionsClosed.unsafeUpdate(1, closeLabels(transport, reason))
+  connectionsActive.unsafeModify(-1, labels)
+  connectionDuration.unsafeUpdate(durationSeconds, labels)
 }
 
 /** A pong answered a server ping sent `seconds` ago. */
@@ -273,6 +305,14 @@ export const bytesSent = (n: number): void => {
 export const frameSent = (status: number, frame: string, copies = 1): void => {
   if (status !== 0 && copies > 0) bytesSent(Buffer.byteLength(frame, "utf8") * copies)
 }
+
+/** `bytes` of events went to `copies` event streams. */
+export const sseBytesSent = (bytes: number, copies = 1): void => {
+  if (bytes > 0 && copies > 0) sseSentBytes.unsafeUpdate(bytes * copies, noLabels)
+}
+
+/** An event stream missed a frame: a newer one of its type replaced it while the stream was blocked. */
+export const sseFrameSkipped = (): void => sseSkippedFrames.unsafeUpdate(1, noLabels)
 
 /** A client frame or `request_update` was refused by its token bucket. */
 export const messageRateLimited = (kind: "client_message" | "request_update"): void =>

@@ -14,10 +14,16 @@ import { type EncodedView, encodeServerMessage, encodeView, updateFrame, welcome
 /** The Bun topic of one currency's frames. */
 export const topicOf = (currency: Currency): string => `dashboard:${currency}`
 
-/** What the Broadcaster needs from the server: Bun's native pub/sub, nothing per socket. */
+/**
+ * What the Broadcaster needs from the server: Bun's native pub/sub, nothing per socket. `publish`
+ * also reaches the topic's event streams (the server's doing); it returns what Bun's `publish` does.
+ */
 export interface TopicPublisher {
   readonly publish: (topic: string, frame: string) => number
+  /** WebSockets subscribed to the topic. */
   readonly subscriberCount: (topic: string) => number
+  /** Event streams of the topic, for the recipients metric. */
+  readonly streamCount?: (topic: string) => number
 }
 
 export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadcaster", {
@@ -36,6 +42,8 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
       Option.match(publisher, { onNone: () => 0, onSome: (p) => p.publish(topic, frame) })
     const subscribers = (topic: string): number =>
       Option.match(publisher, { onNone: () => 0, onSome: (p) => p.subscriberCount(topic) })
+    const streamsOf = (topic: string): number =>
+      Option.match(publisher, { onNone: () => 0, onSome: (p) => p.streamCount?.(topic) ?? 0 })
 
     /** The latest snapshot's view in `currency`, encoded on first use. */
     const viewOf = (currency: Currency): Option.Option<EncodedView> =>
@@ -63,7 +71,7 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
         // `publish` returns bytes, not sockets: the topic's subscribers are the recipients.
         const count = subscribers(topic)
         Metrics.frameSent(publish(topic, frame), frame, count)
-        recipients += count
+        recipients += count + streamsOf(topic)
       }
       Effect.runSync(Metrics.broadcast(source, recipients, (performance.now() - started) / 1000))
     }

@@ -1,8 +1,10 @@
 /**
  * The Bun edge: one scoped service that owns `Bun.serve`. Native `websocket` callbacks and
- * `server.publish` do the fan-out; the pages are served from their bundles (`Pages`), and the
- * Effect HTTP app answers every other request. Closing the
- * scope stops accepting, closes every socket with 1001 and stops the server.
+ * `server.publish` do the fan-out, and every frame published on a topic also goes to that topic's
+ * Server-Sent Events streams (`/api/stream`, EventStreams.ts); the pages are served from their
+ * bundles (`Pages`), and the Effect HTTP app answers every other request. WebSockets and event
+ * streams share one connection budget. Closing the scope stops accepting, closes every socket with
+ * 1001, ends every stream and stops the server.
  */
 import { HttpApp, HttpMiddleware } from "@effect/platform"
 import type { Server as BunServer, ServerWebSocket } from "bun"
@@ -13,6 +15,7 @@ import { Pages } from "../http/Pages.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { MarketState } from "../state/MarketState.js"
 import { Broadcaster, topicOf } from "./Broadcaster.js"
+import { makeEventStreams } from "./EventStreams.js"
 import { describeProblem, encodeServerMessage, parseClientFrame } from "./Protocol.js"
 import { type BucketRule, fullBucket, secondsUntilToken, take, type TokenBucket } from "./TokenBucket.js"
 
@@ -43,6 +46,13 @@ export const CloseCode = { GoingAway: 1001, PolicyViolation: 1008, MessageTooBig
 /** Bytes a socket may have queued before it misses messages (latest wins on drain). */
 export const BACKPRESSURE_LIMIT = 256 * 1024
 const IDLE_TIMEOUT_SECONDS = 120
+/**
+ * Bun closes an HTTP connection idle for 10 s by default; an event stream writes a heartbeat every
+ * 15 s, so it gets the WebSocket's idle timeout instead (a peer that takes nothing for that long is gone).
+ */
+const STREAM_IDLE_TIMEOUT_SECONDS = IDLE_TIMEOUT_SECONDS
+/** The longest `Last-Event-ID` read as a seq; anything else is ignored and the client gets a welcome. */
+const LAST_EVENT_ID = /^\d{1,15}$/
 const SHUTDOWN_GRACE = Duration.seconds(3)
 const RTT_PING_INTERVAL = Duration.seconds(30)
 const PING_PAYLOAD_BYTES = 8
@@ -77,6 +87,8 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
     }
 
     const sockets = new Set<DashcastSocket>()
+    const streams = yield* makeEventStreams()
+    /** WebSockets and event streams per address: one budget for both transports. */
     const perIp = new Map<string, number>()
     let nextSocketId = 1
     let accepting = true
@@ -84,22 +96,83 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
     const currencies = new Set(config.currencies)
     const [defaultCurrency] = config.currencies
 
-    /** Why an upgrade is refused, checked before any socket state is made. */
-    const refuseUpgrade = (request: Request, ip: string): Option.Option<Response> => {
-      const refuse = (status: number, error: string) => Option.some(Response.json({ error }, { status }))
+    /**
+     * Why a WebSocket upgrade or an event stream is refused, checked before any connection state is
+     * made. `headers` go on the refusal too (an event stream's CORS headers, so a page can read why).
+     */
+    const refuseConnection = (request: Request, ip: string, headers: Record<string, string> = {}): Option.Option<Response> => {
+      const refuse = (status: number, error: string) => Option.some(Response.json({ error }, { status, headers }))
       if (!accepting) return refuse(503, "server shutting down")
       const origin = request.headers.get("origin")
-      // Browsers always send Origin; programs usually do not, and are not subject to the check.
+      // Browsers send Origin with every WebSocket and cross-origin request; programs usually do not,
+      // and are not subject to the check.
       if (origin !== null && Option.isSome(allowedOrigins) && !allowedOrigins.value.has(origin)) {
         return refuse(403, `origin ${origin} is not allowed`)
       }
-      if (Option.exists(config.maxConnections, (max) => sockets.size >= max)) {
+      if (Option.exists(config.maxConnections, (max) => sockets.size + streams.size() >= max)) {
         return refuse(503, "server is at its connection limit")
       }
       if (Option.exists(config.maxConnectionsPerIp, (max) => (perIp.get(ip) ?? 0) >= max)) {
         return refuse(429, "too many connections from this address")
       }
       return Option.none()
+    }
+
+    const countIn = (ip: string) => perIp.set(ip, (perIp.get(ip) ?? 0) + 1)
+    const countOut = (ip: string) => {
+      const left = (perIp.get(ip) ?? 1) - 1
+      if (left > 0) perIp.set(ip, left)
+      else perIp.delete(ip)
+    }
+
+    const unknownCurrency = (currency: string, headers: Record<string, string> = {}) =>
+      Response.json({ error: `unknown currency ${JSON.stringify(currency)}; this server has ${config.currencies.join(", ")}` }, {
+        status: 400,
+        headers
+      })
+
+    /**
+     * `GET /api/stream?currency=eur`: the currency's frames as Server-Sent Events. The first event is
+     * the welcome (or the error saying when data is expected); a client resuming with a
+     * `Last-Event-ID` older than the latest snapshot gets that snapshot as a `dashboard_update` instead.
+     */
+    const openStream = (request: Request, server: BunServer<SocketData>): Response => {
+      const origin = request.headers.get("origin")
+      // A page of an allowed origin (any, without ALLOWED_ORIGINS) may read the stream from elsewhere.
+      const cors: Record<string, string> = origin === null ? {} : { "access-control-allow-origin": origin, vary: "Origin" }
+      if (request.method !== "GET") {
+        return Response.json({ error: "use GET" }, { status: 405, headers: { ...cors, allow: "GET" } })
+      }
+      const currency = new URL(request.url).searchParams.get("currency") ?? defaultCurrency
+      if (!currencies.has(currency)) return unknownCurrency(currency, cors)
+      const ip = server.requestIP(request)?.address ?? "unknown"
+      const refused = refuseConnection(request, ip, cors)
+      if (Option.isSome(refused)) return refused.value
+      const lastEventId = request.headers.get("last-event-id")?.trim() ?? ""
+      const resumeFrom = LAST_EVENT_ID.test(lastEventId) ? Number(lastEventId) : undefined
+      server.timeout(request, STREAM_IDLE_TIMEOUT_SECONDS)
+      countIn(ip)
+      const id = nextSocketId++
+      const openedAt = Date.now()
+      if (logConnections) runFork(Effect.logDebug("event stream opened").pipe(Effect.annotateLogs({ connection: id, ip, currency })))
+      return streams.open({
+        topic: topicOf(currency),
+        headers: cors,
+        signal: request.signal,
+        onClose: () => {
+          countOut(ip)
+          if (logConnections) {
+            runFork(Effect.logDebug("event stream closed").pipe(Effect.annotateLogs({ connection: id, ip, seconds: (Date.now() - openedAt) / 1000 })))
+          }
+        },
+        first: () => {
+          const now = Date.now()
+          if (state.isOld(now)) state.wantRefresh()
+          const behind = resumeFrom !== undefined && Option.exists(state.current(), (snapshot) => resumeFrom < snapshot.seq)
+          const update = behind ? broadcaster.latestUpdateFrame(currency, now, "request_update") : Option.none()
+          return Option.getOrElse(update, () => broadcaster.welcomeFrame(currency, now))
+        }
+      })
     }
 
     /** Every frame to one socket goes through here, so bytes sent are counted. */
@@ -174,7 +247,7 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
       perMessageDeflate: false,
       open(ws: DashcastSocket) {
         sockets.add(ws)
-        perIp.set(ws.data.ip, (perIp.get(ws.data.ip) ?? 0) + 1)
+        countIn(ws.data.ip)
         Metrics.connectionOpened()
         logConnection("connection opened", ws)
         const now = Date.now()
@@ -196,9 +269,7 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
         Metrics.connectionClosed(code, seconds)
         logConnection("connection closed", ws, { code, seconds })
         sockets.delete(ws)
-        const left = (perIp.get(ws.data.ip) ?? 1) - 1
-        if (left > 0) perIp.set(ws.data.ip, left)
-        else perIp.delete(ws.data.ip)
+        countOut(ws.data.ip)
       }
     }
 
@@ -206,13 +277,9 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
       const url = new URL(request.url)
       if (url.pathname === "/ws") {
         const currency = url.searchParams.get("currency") ?? defaultCurrency
-        if (!currencies.has(currency)) {
-          return Response.json({ error: `unknown currency ${JSON.stringify(currency)}; this server has ${config.currencies.join(", ")}` }, {
-            status: 400
-          })
-        }
+        if (!currencies.has(currency)) return unknownCurrency(currency)
         const ip = server.requestIP(request)?.address ?? "unknown"
-        const refused = refuseUpgrade(request, ip)
+        const refused = refuseConnection(request, ip)
         if (Option.isSome(refused)) return refused.value
         const data: SocketData = {
           id: nextSocketId++,
@@ -226,6 +293,7 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
         if (server.upgrade(request, { data })) return undefined
         return Response.json({ error: "expected a WebSocket upgrade" }, { status: 426 })
       }
+      if (url.pathname === "/api/stream") return openStream(request, server)
       return pages.serve(request, url.pathname) ?? handleHttp(request)
     }
 
@@ -254,6 +322,9 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
           accepting = false
           yield* broadcaster.detach
           const open = sockets.size
+          const openStreams = streams.size()
+          // Event streams are requests in flight: end them first, or `stop` would wait for them.
+          streams.closeAll()
           const stopped = server.stop(false)
           for (const ws of sockets) ws.close(CloseCode.GoingAway, "server shutting down")
           yield* Effect.promise(() => stopped).pipe(
@@ -263,7 +334,7 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
               onSome: () => Effect.void
             }))
           )
-          yield* Effect.logInfo("server stopped").pipe(Effect.annotateLogs({ closed_sockets: open }))
+          yield* Effect.logInfo("server stopped").pipe(Effect.annotateLogs({ closed_sockets: open, closed_streams: openStreams }))
         })
     )
 
@@ -274,9 +345,16 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
       for (const ws of sockets) ws.ping(payload)
     }).pipe(Effect.repeat(Schedule.spaced(RTT_PING_INTERVAL)), Effect.delay(RTT_PING_INTERVAL), Effect.forkScoped)
 
+    // Every frame of a topic, whatever its type, also goes to the topic's event streams: the one hook
+    // through which the Broadcaster reaches clients, so a new kind of frame needs nothing here.
     yield* broadcaster.attach({
-      publish: (topic, frame) => server.publish(topic, frame),
-      subscriberCount: (topic) => server.subscriberCount(topic)
+      publish: (topic, frame) => {
+        const sent = server.publish(topic, frame)
+        streams.publish(topic, frame)
+        return sent
+      },
+      subscriberCount: (topic) => server.subscriberCount(topic),
+      streamCount: (topic) => streams.count(topic)
     })
     const url = new URL(server.url.href)
     yield* Effect.logInfo(`listening on ${url.href}`)
@@ -284,7 +362,9 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
     return {
       url,
       port: server.port ?? config.port,
-      connections: () => sockets.size
+      connections: () => sockets.size,
+      /** Event streams open now. */
+      streams: () => streams.size()
     }
   })
 }) {}

@@ -3,7 +3,10 @@
  * global or given `WebSocket`). Frames are decoded with the server's own Schemas. It reconnects
  * forever with capped exponential backoff and full jitter, pings to notice a dead connection, asks
  * for the latest summary after a `seq` gap, and in a browser holds its work while the tab is hidden
- * and resyncs when it shows again.
+ * and resyncs when it shows again. Where the WebSocket cannot be opened (a proxy that refuses the
+ * upgrade, or closes it before the welcome) it falls back to the same frames as Server-Sent Events
+ * (`GET /api/stream`, with `EventSource` or, in Bun and Node, a reader on `fetch`), and tries the
+ * WebSocket again now and then; `status().transport` says which one is live.
  *
  * ```ts
  * const client = connect("wss://dash.example.com/ws")
@@ -24,16 +27,20 @@
  */
 import { Clock, Effect, Either, Option, Queue, Random } from "effect"
 import type { DashboardSummary, SummaryField } from "../market/DashboardSummary.js"
-import { decodeServerMessage, type ServerMessage, type UpdateSource } from "../realtime/Protocol.js"
+import { decodeServerMessage, ServerMessage, type UpdateSource } from "../realtime/Protocol.js"
 import { FetchHttpClient, HttpApiClient } from "@effect/platform"
 import type { HistoryRange, HistoryResponse, SparklinesResponse } from "../history/HistoryPoint.js"
 import { DashcastApi } from "../http/DashcastApi.js"
 import type { AssetQuote, MarketSide } from "../market/Watchlist.js"
+import { COMMENT_EVENT, FetchEventSource, type StreamEvent } from "./FetchEventSource.js"
 
 // ---------------------------------------------------------------------------------------------
 // Public types
 
 export type ConnectionState = "connecting" | "live" | "reconnecting" | "offline"
+
+/** How the client is connected: a WebSocket, or Server-Sent Events (`GET /api/stream`) where WebSockets are blocked. */
+export type Transport = "websocket" | "sse"
 
 /** An upstream failure the server reported: its text and the seconds until its next attempt. */
 export interface UpstreamProblem {
@@ -53,6 +60,8 @@ export interface DashcastStatus {
   readonly lastError: string | undefined
   /** Set while the server reports that upstream fails; cleared by the next new summary. */
   readonly upstream: UpstreamProblem | undefined
+  /** The transport of the live connection, or of the attempt in progress or due next. */
+  readonly transport: Transport
 }
 
 export interface SummaryEvent {
@@ -101,6 +110,18 @@ export interface WebSocketLike {
 
 export type WebSocketConstructor = new (url: string) => WebSocketLike
 
+/**
+ * The part of `EventSource` the client uses: the browser's, or `FetchEventSource` elsewhere. Named
+ * events carry `data`; `open` and a connection failure (an `error` without `data`) do not.
+ */
+export interface EventSourceLike {
+  readonly readyState: number
+  close(): void
+  addEventListener(type: string, listener: (event: { readonly data?: unknown }) => void): void
+}
+
+export type EventSourceConstructor = new (url: string) => EventSourceLike
+
 /** What the page tells the client: whether it is hidden and whether the device is offline. */
 export interface PageSignals {
   readonly hidden: () => boolean
@@ -128,6 +149,19 @@ export interface ConnectOptions {
   readonly signals?: PageSignals
   /** The currency to ask for (`?currency=` on the socket URL); the server's first by default. */
   readonly currency?: string
+  /**
+   * `auto` (default): the WebSocket, falling back to Server-Sent Events where it cannot be opened;
+   * `websocket` or `sse`: only that one.
+   */
+  readonly transports?: "auto" | "websocket" | "sse"
+  /** WebSocket attempts in a row that end before the server's first frame, before switching to SSE; 1. */
+  readonly fallbackAfter?: number
+  /** While on SSE, the WebSocket is tried again after this long (ms), doubling up to 30 minutes while it fails; 30,000. */
+  readonly webSocketRetry?: number
+  /** The stream URL; by default the socket URL's `/ws` as `/api/stream` over http(s) (see `dashboardStreamUrl`). */
+  readonly streamUrl?: string
+  /** The `EventSource` implementation; the global one in browsers, `FetchEventSource` elsewhere. */
+  readonly EventSource?: EventSourceConstructor
 }
 
 export interface DashcastClient {
@@ -153,7 +187,7 @@ export interface DashcastClient {
    * client in the currency it had.
    */
   readonly setCurrency: (currency: string) => void
-  /** Asks the server for the latest summary (ignored while not connected). */
+  /** Asks the server for the latest summary (ignored while not connected, and over SSE, which always sends the latest). */
   readonly requestUpdate: () => void
   /** Closes the connection for good; no more callbacks are made. */
   readonly close: () => void
@@ -217,6 +251,18 @@ export const dashboardSocketUrl = (base: string | URL, currency?: string): strin
   const url = new URL("/ws", base)
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:"
   if (currency !== undefined) url.searchParams.set("currency", currency)
+  return url.href
+}
+
+/**
+ * The event stream's URL for a socket URL: `ws(s)://host/path/ws?…` becomes
+ * `http(s)://host/path/api/stream?…` (the query, with its currency, is kept).
+ */
+export const dashboardStreamUrl = (socketUrl: string): string => {
+  if (!URL.canParse(socketUrl)) return socketUrl
+  const url = new URL(socketUrl)
+  url.protocol = url.protocol === "wss:" || url.protocol === "https:" ? "https:" : "http:"
+  url.pathname = url.pathname.replace(/\/ws\/?$/, "") + "/api/stream"
   return url.href
 }
 
@@ -304,7 +350,9 @@ const DEFAULTS = {
   pingInterval: 15_000,
   deadAfter: 40_000,
   connectTimeout: 10_000,
-  offlineAfter: 5
+  offlineAfter: 5,
+  fallbackAfter: 1,
+  webSocketRetry: 30_000
 }
 /** A connection that stayed up this long counts as healthy: the next failure starts backoff over. */
 const STABLE_AFTER = 5_000
@@ -317,27 +365,52 @@ type Signal =
   | { readonly _tag: "Frame"; readonly id: number; readonly data: unknown }
   | { readonly _tag: "SocketClosed"; readonly id: number; readonly code: number; readonly reason: string }
   | { readonly _tag: "SocketError"; readonly id: number }
+  /** An event stream failed or ended (an `error` event without data). */
+  | { readonly _tag: "StreamFailed"; readonly id: number }
+  /** A comment line (heartbeat) on an event stream. */
+  | { readonly _tag: "StreamAlive"; readonly id: number }
   | { readonly _tag: "PageChanged" }
   | { readonly _tag: "RequestUpdate" }
   | { readonly _tag: "SetCurrency"; readonly currency: string }
   | { readonly _tag: "Close" }
 
+/** One connection attempt of either transport: what the client needs of it. */
+interface Link {
+  readonly id: number
+  readonly transport: Transport
+  /** Sends a client frame (a WebSocket that is open; nothing over SSE). */
+  readonly send: (text: string) => void
+  readonly close: (code?: number, reason?: string) => void
+}
+
+/** A WebSocket tried in the background while the client is live on SSE. */
+interface Probe {
+  readonly link: Link
+  readonly startedAt: number
+  readonly asked: string | undefined
+}
+
 type Phase =
   | {
     readonly _tag: "Connecting"
-    readonly id: number
-    readonly socket: WebSocketLike
+    readonly link: Link
     readonly startedAt: number
-    /** The currency this socket's URL asked for. */
+    /** The currency this connection's URL asked for. */
     readonly asked: string | undefined
   }
   | {
     readonly _tag: "Open"
-    readonly id: number
-    readonly socket: WebSocketLike
+    readonly link: Link
     readonly openedAt: number
     readonly lastFrameAt: number
     readonly lastPingAt: number
+    /** Whether the server has sent a frame on this connection (a connection closed before it is a failed attempt). */
+    readonly greeted: boolean
+    /** SSE: whether the stream reports its heartbeats (`FetchEventSource` does; a browser's `EventSource` hides them). */
+    readonly heartbeats: boolean
+    /** SSE in `auto` mode: the WebSocket tried in the background, or when the next try is due. */
+    readonly probe: Probe | undefined
+    readonly probeAt: number
   }
   | { readonly _tag: "Waiting"; readonly until: number }
   | { readonly _tag: "Closed" }
@@ -347,6 +420,11 @@ interface Received {
   readonly market: MarketEvent
   readonly summary: SummaryEvent | undefined
 }
+
+/** Every frame type the server sends: the event names of the stream, one listener each. */
+const FRAME_TYPES: ReadonlyArray<string> = ServerMessage.members.map((member) => member.fields.type.literals[0])
+/** The longest wait between WebSocket retries while on SSE. */
+const MAX_WEBSOCKET_RETRY = 30 * 60_000
 
 const PING = JSON.stringify({ type: "ping" })
 const REQUEST_UPDATE = JSON.stringify({ type: "request_update" })
@@ -380,8 +458,12 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
     pingInterval: options.pingInterval ?? DEFAULTS.pingInterval,
     deadAfter: options.deadAfter ?? DEFAULTS.deadAfter,
     connectTimeout: options.connectTimeout ?? DEFAULTS.connectTimeout,
-    offlineAfter: options.offlineAfter ?? DEFAULTS.offlineAfter
+    offlineAfter: options.offlineAfter ?? DEFAULTS.offlineAfter,
+    fallbackAfter: Math.max(1, options.fallbackAfter ?? DEFAULTS.fallbackAfter),
+    webSocketRetry: options.webSocketRetry ?? DEFAULTS.webSocketRetry
   }
+  const transports = options.transports ?? "auto"
+  const streamUrl = options.streamUrl ?? dashboardStreamUrl(url)
   const signals = options.signals ?? browserSignals() ?? ALWAYS_VISIBLE
   const inbox = Effect.runSync(Queue.unbounded<Signal>())
   const offer = (signal: Signal) => {
@@ -391,7 +473,14 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
   const marketListeners = new Set<(event: MarketEvent) => void>()
   const statusListeners = new Set<(status: DashcastStatus) => void>()
 
-  let status: DashcastStatus = { state: "connecting", attempt: 0, reconnectAt: undefined, lastError: undefined, upstream: undefined }
+  let status: DashcastStatus = {
+    state: "connecting",
+    attempt: 0,
+    reconnectAt: undefined,
+    lastError: undefined,
+    upstream: undefined,
+    transport: transports === "sse" ? "sse" : "websocket"
+  }
   let latest: Received | undefined
   /** The newest summary, which an event without the seed's data leaves as it was. */
   let latestSummary: SummaryEvent | undefined
@@ -409,12 +498,18 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
   let closed = false
   /** Failed attempts since the last connection that stayed up for `STABLE_AFTER`: drives backoff. */
   let failures = 0
+  /** The transport of the next attempt. */
+  let transport: Transport = status.transport
+  /** WebSocket attempts in a row that ended before the server's first frame. */
+  let webSocketMisses = 0
+  /** While on SSE: how long after a failed WebSocket try the next one is made. */
+  let webSocketRetry = settings.webSocketRetry
 
   const setStatus = (next: Partial<DashcastStatus>) => {
     const merged: DashcastStatus = { ...status, ...next }
     if (
       merged.state === status.state && merged.attempt === status.attempt && merged.reconnectAt === status.reconnectAt &&
-      merged.lastError === status.lastError && merged.upstream === status.upstream
+      merged.lastError === status.lastError && merged.upstream === status.upstream && merged.transport === status.transport
     ) return
     status = merged
     if (!closed) notify(statusListeners, status)
@@ -440,54 +535,146 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
     else publish(received)
   }
 
-  const closeSocket = (socket: WebSocketLike, code?: number, reason?: string) => {
-    try {
-      socket.close(code, reason)
-    } catch {
-      // Already closed, or a code the implementation refuses: either way it is gone for us.
+  const send = (text: string) => {
+    if (phase._tag === "Open") phase.link.send(text)
+  }
+
+  /** Opens a connection of `kind` asking for `asked`; its events come back as signals with its id. */
+  const openLink = (kind: Transport, asked: string | undefined): Link => {
+    const id = nextSocketId++
+    return kind === "websocket" ? openWebSocket(id, asked) : openEventStream(id, asked)
+  }
+
+  const openWebSocket = (id: number, asked: string | undefined): Link => {
+    // Typed as always there, but Node 20 has no global WebSocket.
+    const Ctor: WebSocketConstructor | undefined = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
+    if (Ctor === undefined) throw new Error("no WebSocket implementation: pass options.WebSocket")
+    const socket = new Ctor(withCurrency(url, asked))
+    socket.addEventListener("open", () => offer({ _tag: "Opened", id }))
+    socket.addEventListener("message", (event: { readonly data: unknown }) => offer({ _tag: "Frame", id, data: event.data }))
+    socket.addEventListener("close", (event: { readonly code: number; readonly reason: string }) =>
+      offer({ _tag: "SocketClosed", id, code: event.code, reason: event.reason }))
+    socket.addEventListener("error", () => offer({ _tag: "SocketError", id }))
+    return {
+      id,
+      transport: "websocket",
+      send: (text) => {
+        if (socket.readyState === OPEN) socket.send(text)
+      },
+      close: (code, reason) => {
+        try {
+          socket.close(code, reason)
+        } catch {
+          // Already closed, or a code the implementation refuses: either way it is gone for us.
+        }
+      }
     }
   }
 
-  const send = (text: string) => {
-    if (phase._tag === "Open" && phase.socket.readyState === OPEN) phase.socket.send(text)
+  const openEventStream = (id: number, asked: string | undefined): Link => {
+    const Ctor: EventSourceConstructor = options.EventSource ??
+      (globalThis as { EventSource?: EventSourceConstructor }).EventSource ?? FetchEventSource
+    const source = new Ctor(withCurrency(streamUrl, asked))
+    source.addEventListener("open", () => offer({ _tag: "Opened", id }))
+    // The stream names each event after its frame's type. A frame named `error` and the source's own
+    // failure share that name; only the frame has data.
+    for (const type of FRAME_TYPES) {
+      source.addEventListener(type, (event: { readonly data?: unknown }) => {
+        if (typeof event.data === "string") offer({ _tag: "Frame", id, data: event.data })
+        else if (type === "error") offer({ _tag: "StreamFailed", id })
+      })
+    }
+    if (!FRAME_TYPES.includes("error")) source.addEventListener("error", () => offer({ _tag: "StreamFailed", id }))
+    source.addEventListener(COMMENT_EVENT, (_event: StreamEvent | { readonly data?: unknown }) => offer({ _tag: "StreamAlive", id }))
+    return {
+      id,
+      transport: "sse",
+      // No channel to the server: its stream always carries the latest, and switching currency reconnects.
+      send: () => {},
+      close: () => source.close()
+    }
+  }
+
+  const closeProbe = () => {
+    if (phase._tag === "Open" && phase.probe !== undefined) {
+      phase.probe.link.close(1000, "client closed")
+      phase = { ...phase, probe: undefined }
+    }
   }
 
   const openSocket = (now: number) =>
     Effect.gen(function*() {
-      const id = nextSocketId++
-      // Typed as always there, but Node 20 has no global WebSocket.
-      const Ctor: WebSocketConstructor | undefined = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
-      let socket: WebSocketLike
+      const asked = switchingTo ?? currency
+      let link: Link
       try {
-        if (Ctor === undefined) throw new Error("no WebSocket implementation: pass options.WebSocket")
-        socket = new Ctor(withCurrency(url, switchingTo ?? currency))
+        link = openLink(transport, asked)
       } catch (error) {
         // A malformed URL or no WebSocket at all: reported as the attempt's error, retried like one.
-        return yield* fail(now, `cannot open ${url}: ${error instanceof Error ? error.message : String(error)}`)
+        return yield* fail(now, `cannot open ${transport === "sse" ? streamUrl : url}: ${error instanceof Error ? error.message : String(error)}`)
       }
-      socket.addEventListener("open", () => offer({ _tag: "Opened", id }))
-      socket.addEventListener("message", (event: { readonly data: unknown }) => offer({ _tag: "Frame", id, data: event.data }))
-      socket.addEventListener("close", (event: { readonly code: number; readonly reason: string }) =>
-        offer({ _tag: "SocketClosed", id, code: event.code, reason: event.reason }))
-      socket.addEventListener("error", () => offer({ _tag: "SocketError", id }))
-      phase = { _tag: "Connecting", id, socket, startedAt: now, asked: switchingTo ?? currency }
-      setStatus({ state: disconnectedState(failures), reconnectAt: undefined })
+      phase = { _tag: "Connecting", link, startedAt: now, asked }
+      setStatus({ state: disconnectedState(failures), reconnectAt: undefined, transport })
     })
 
   /**
    * A connection ended or never started: wait a backoff delay before the next attempt. Only a
    * connection that stayed up for a while starts backoff over, so a server that accepts and drops
-   * at once is not hammered.
+   * at once is not hammered. In `auto` mode, a WebSocket that ended before the server's first frame
+   * counts toward the fallback: at `fallbackAfter` of them in a row the next attempt is an event
+   * stream, made at once (the server answered; only the WebSocket did not get through), and not
+   * counted as a failure. An event stream that fails before its first event means the server is
+   * unreachable, so the next attempt tries the WebSocket first again.
    */
   const fail = (now: number, why: string) =>
     Effect.gen(function*() {
+      const current = phase._tag === "Open" || phase._tag === "Connecting" ? phase : undefined
       const stable = phase._tag === "Open" && now - phase.openedAt >= STABLE_AFTER
-      if (phase._tag === "Open" || phase._tag === "Connecting") closeSocket(phase.socket)
+      const greeted = phase._tag === "Open" && phase.greeted
+      closeProbe()
+      current?.link.close()
+      let switchNow = false
+      if (transports === "auto" && current !== undefined && !greeted) {
+        if (current.link.transport === "websocket") {
+          webSocketMisses++
+          if (webSocketMisses >= settings.fallbackAfter) {
+            transport = "sse"
+            switchNow = true
+          }
+        } else {
+          transport = "websocket"
+          webSocketMisses = 0
+        }
+      }
+      const delay = backoffDelay(stable ? 1 : failures + 1, settings, yield* Random.next)
+      if (switchNow) {
+        phase = { _tag: "Waiting", until: now }
+        setStatus({ state: disconnectedState(failures), attempt: failures, reconnectAt: now, lastError: why, transport })
+        return
+      }
       failures = stable ? 1 : failures + 1
-      const delay = backoffDelay(failures, settings, yield* Random.next)
       phase = { _tag: "Waiting", until: now + delay }
-      setStatus({ state: disconnectedState(failures), attempt: failures, reconnectAt: now + delay, lastError: why })
+      setStatus({ state: disconnectedState(failures), attempt: failures, reconnectAt: now + delay, lastError: why, transport })
     })
+
+  /** The WebSocket tried while on SSE failed: keep the stream, try again later (twice as late). */
+  const probeFailed = (now: number) => {
+    if (phase._tag !== "Open" || phase.probe === undefined) return
+    phase.probe.link.close()
+    webSocketRetry = Math.min(webSocketRetry * 2, MAX_WEBSOCKET_RETRY)
+    phase = { ...phase, probe: undefined, probeAt: now + webSocketRetry }
+  }
+
+  /** The WebSocket tried while on SSE has greeted us: it takes over, and the stream is closed. */
+  const promoteProbe = (now: number, probe: Probe) => {
+    if (phase._tag !== "Open") return
+    phase.link.close()
+    transport = "websocket"
+    webSocketMisses = 0
+    webSocketRetry = settings.webSocketRetry
+    phase = { _tag: "Open", link: probe.link, openedAt: now, lastFrameAt: now, lastPingAt: now, greeted: true, heartbeats: false, probe: undefined, probeAt: Number.POSITIVE_INFINITY }
+    setStatus({ state: "live", attempt: 0, reconnectAt: undefined, lastError: undefined, transport })
+    if (switchingTo !== undefined && switchingTo !== probe.asked) send(subscribeFrame(switchingTo))
+  }
 
   const onFrame = (now: number, data: unknown) => {
     if (typeof data !== "string") return
@@ -615,8 +802,13 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
     switch (phase._tag) {
       case "Connecting":
         return phase.startedAt + settings.connectTimeout
-      case "Open":
-        return hidden ? Number.POSITIVE_INFINITY : Math.min(phase.lastPingAt + settings.pingInterval, phase.lastFrameAt + settings.deadAfter)
+      case "Open": {
+        if (hidden) return Number.POSITIVE_INFINITY
+        if (phase.link.transport === "websocket") return Math.min(phase.lastPingAt + settings.pingInterval, phase.lastFrameAt + settings.deadAfter)
+        const dead = phase.heartbeats ? phase.lastFrameAt + settings.deadAfter : Number.POSITIVE_INFINITY
+        const probe = phase.probe === undefined ? phase.probeAt : phase.probe.startedAt + settings.connectTimeout
+        return Math.min(dead, probe)
+      }
       case "Waiting":
         return hidden ? Number.POSITIVE_INFINITY : phase.until
       case "Closed":
@@ -633,9 +825,26 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
           }
           return
         case "Open": {
+          if (phase.link.transport === "sse") {
+            // A stream whose heartbeats (every 15 s) stopped is dead; one that never showed them is
+            // left to its EventSource to notice.
+            if (phase.heartbeats && now - phase.lastFrameAt >= settings.deadAfter) {
+              return yield* fail(now, `no heartbeat from the server for ${Math.round((now - phase.lastFrameAt) / 1000)} s`)
+            }
+            if (phase.probe !== undefined && now >= phase.probe.startedAt + settings.connectTimeout) probeFailed(now)
+            else if (phase.probe === undefined && now >= phase.probeAt) {
+              const asked = switchingTo ?? currency
+              try {
+                phase = { ...phase, probe: { link: openLink("websocket", asked), startedAt: now, asked } }
+              } catch {
+                phase = { ...phase, probeAt: Number.POSITIVE_INFINITY }
+              }
+            }
+            return
+          }
           const step = heartbeatStep(now, phase.lastFrameAt, phase.lastPingAt, settings)
           if (step._tag === "Dead") {
-            closeSocket(phase.socket, HEARTBEAT_CLOSE, "heartbeat timeout")
+            phase.link.close(HEARTBEAT_CLOSE, "heartbeat timeout")
             yield* fail(now, `no frame from the server for ${Math.round(step.silentFor / 1000)} s`)
           } else if (step._tag === "Ping") {
             send(PING)
@@ -651,32 +860,73 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
       }
     })
 
+  /** The probe of the open stream that `id` belongs to, if any. */
+  const probeOf = (id: number): Probe | undefined =>
+    phase._tag === "Open" && phase.probe !== undefined && phase.probe.link.id === id ? phase.probe : undefined
+
+  const isCurrent = (id: number): boolean => (phase._tag === "Open" || phase._tag === "Connecting") && phase.link.id === id
+
+  /** Over SSE a stream's currency is fixed: a switch reconnects, at once and without counting as a failure. */
+  const reconnectStream = (now: number) =>
+    Effect.gen(function*() {
+      closeProbe()
+      if (phase._tag === "Open" || phase._tag === "Connecting") phase.link.close()
+      yield* openSocket(now)
+    })
+
   const onSignal = (now: number, signal: Signal) =>
     Effect.gen(function*() {
       switch (signal._tag) {
         case "Opened":
-          if (phase._tag === "Connecting" && phase.id === signal.id) {
-            const asked = phase.asked
-            phase = { _tag: "Open", id: signal.id, socket: phase.socket, openedAt: now, lastFrameAt: now, lastPingAt: now }
-            setStatus({ state: "live", attempt: 0, reconnectAt: undefined, lastError: undefined })
-            // A currency chosen while this socket was opening, after its URL was made.
-            if (switchingTo !== undefined && switchingTo !== asked) send(subscribeFrame(switchingTo))
+          if (phase._tag === "Connecting" && phase.link.id === signal.id) {
+            const { asked, link } = phase
+            phase = {
+              _tag: "Open",
+              link,
+              openedAt: now,
+              lastFrameAt: now,
+              lastPingAt: now,
+              greeted: false,
+              heartbeats: false,
+              probe: undefined,
+              probeAt: transports === "auto" && link.transport === "sse" ? now + webSocketRetry : Number.POSITIVE_INFINITY
+            }
+            setStatus({ state: "live", attempt: 0, reconnectAt: undefined, lastError: undefined, transport: link.transport })
+            // A currency chosen while this connection was opening, after its URL was made.
+            if (switchingTo !== undefined && switchingTo !== asked) {
+              if (link.transport === "websocket") send(subscribeFrame(switchingTo))
+              else yield* reconnectStream(now)
+            }
           }
           return
-        case "Frame":
-          if (phase._tag === "Open" && phase.id === signal.id) {
-            phase = { ...phase, lastFrameAt: now }
+        case "Frame": {
+          const probe = probeOf(signal.id)
+          if (probe !== undefined) {
+            promoteProbe(now, probe)
+            onFrame(now, signal.data)
+          } else if (phase._tag === "Open" && phase.link.id === signal.id) {
+            if (!phase.greeted && phase.link.transport === "websocket") webSocketMisses = 0
+            phase = { ...phase, lastFrameAt: now, greeted: true }
             onFrame(now, signal.data)
           }
           return
+        }
+        case "StreamAlive":
+          if (phase._tag === "Open" && phase.link.id === signal.id) phase = { ...phase, lastFrameAt: now, heartbeats: true }
+          return
         case "SocketClosed":
-          if ((phase._tag === "Open" || phase._tag === "Connecting") && phase.id === signal.id) {
+          if (probeOf(signal.id) !== undefined) probeFailed(now)
+          else if (isCurrent(signal.id)) {
             const verb = phase._tag === "Open" ? "connection closed" : "could not connect"
             yield* fail(now, `${verb} (${signal.code}${signal.reason === "" ? "" : `: ${signal.reason}`})`)
           }
           return
         case "SocketError":
-          if (phase._tag === "Connecting" && phase.id === signal.id) yield* fail(now, "could not connect")
+          if (probeOf(signal.id) !== undefined) probeFailed(now)
+          else if (phase._tag === "Connecting" && phase.link.id === signal.id) yield* fail(now, "could not connect")
+          return
+        case "StreamFailed":
+          if (isCurrent(signal.id)) yield* fail(now, phase._tag === "Open" ? "event stream closed" : "could not open the event stream")
           return
         case "PageChanged":
           onPageChanged(now)
@@ -688,11 +938,13 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
           if (signal.currency === (switchingTo ?? currency)) return
           switchingTo = signal.currency
           // Open: switch on this connection; otherwise the next connection asks for it in its URL
-          // (or subscribes once open, if its URL was made before).
-          send(subscribeFrame(signal.currency))
+          // (or subscribes once open, if its URL was made before). A stream reconnects.
+          if (phase._tag === "Open" && phase.link.transport === "sse") yield* reconnectStream(now)
+          else send(subscribeFrame(signal.currency))
           return
         case "Close":
-          if (phase._tag === "Open" || phase._tag === "Connecting") closeSocket(phase.socket, 1000, "client closed")
+          closeProbe()
+          if (phase._tag === "Open" || phase._tag === "Connecting") phase.link.close(1000, "client closed")
           phase = { _tag: "Closed" }
           return
       }
@@ -703,7 +955,8 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         unsubscribe()
-        if (phase._tag === "Open" || phase._tag === "Connecting") closeSocket(phase.socket, 1000, "client closed")
+        closeProbe()
+        if (phase._tag === "Open" || phase._tag === "Connecting") phase.link.close(1000, "client closed")
         phase = { _tag: "Closed" }
       })
     )

@@ -5,8 +5,9 @@
  * into the selected asset's detail (big price, chart over 24h / 7d / 30d from `/api/history`, kept
  * live, RSI-14), the market totals and the Fear & Greed gauge. The currency switch moves the open
  * connection to another currency (`subscribe`), without reconnecting. It keeps the "updated … ago"
- * clock, the connection badge and the stale/upstream banner, and speaks through one polite live
- * region at most once a minute unless something significant changes.
+ * clock, the connection badge (which names the fallback transport when WebSockets are blocked) and
+ * the stale/upstream banner, and speaks through one polite live region at most once a minute unless
+ * something significant changes.
  */
 import { DateTime } from "effect"
 import type { HistoryRange } from "../history/HistoryPoint.js"
@@ -549,17 +550,24 @@ const extendChart = () => {
 
 const STATE_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting", offline: "Offline" } as const
 
+/**
+ * The connection badge's text and attributes: the state, the retry countdown, and, when the
+ * WebSocket is blocked and the client lives on Server-Sent Events, that transport.
+ */
+const renderBadge = (next: DashcastStatus, now: number) => {
+  const waiting = next.reconnectAt !== undefined && next.state !== "live" ? ` · retry in ${Math.max(0, Math.ceil((next.reconnectAt - now) / 1000))} s` : ""
+  const fallback = next.state === "live" && next.transport === "sse" ? " · HTTP stream" : ""
+  ui.badgeText.textContent = `${STATE_TEXT[next.state]}${next.state === "live" || next.state === "connecting" ? fallback : waiting}`
+  ui.badge.dataset["state"] = next.state
+  ui.badge.dataset["transport"] = next.transport
+  ui.badge.title = fallback === "" ? "" : "WebSockets are blocked on this network: live updates come as Server-Sent Events"
+  ui.main.dataset["connection"] = next.state
+}
+
 const renderClock = () => {
   const now = Date.now()
   if (latest !== undefined) ui.updatedAt.textContent = formatAge(now - latest.fetchedAt)
-  if (status !== undefined) {
-    const waiting = status.reconnectAt !== undefined && status.state !== "live"
-      ? ` · retry in ${Math.max(0, Math.ceil((status.reconnectAt - now) / 1000))} s`
-      : ""
-    ui.badgeText.textContent = `${STATE_TEXT[status.state]}${status.state === "live" || status.state === "connecting" ? "" : waiting}`
-    ui.badge.dataset["state"] = status.state
-    ui.main.dataset["connection"] = status.state
-  }
+  if (status !== undefined) renderBadge(status, now)
   renderBanner(now)
 }
 

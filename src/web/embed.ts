@@ -110,7 +110,8 @@ const STATE_TEXT = { connecting: "Connecting…", live: "Live", reconnecting: "R
 
 const onStatus = (status: DashcastStatus) => {
   ui.connection.dataset["state"] = status.state
-  ui.connectionText.textContent = STATE_TEXT[status.state]
+  // Where WebSockets are blocked the SDK lives on Server-Sent Events: the card says so, as the page does.
+  ui.connectionText.textContent = `${STATE_TEXT[status.state]}${status.state === "live" && status.transport === "sse" ? " · HTTP stream" : ""}`
 }
 
 const onMarket = (event: MarketEvent) => {

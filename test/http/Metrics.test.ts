@@ -35,7 +35,9 @@ const FAMILIES = [
   "dashcast_consecutive_failures",
   "dashcast_backoffs_total",
   "dashcast_summary_age_seconds",
-  "dashcast_websocket_sent_bytes_total"
+  "dashcast_websocket_sent_bytes_total",
+  "dashcast_sse_sent_bytes_total",
+  "dashcast_sse_frames_skipped_total"
 ]
 
 /** Sample values by series, e.g. `dashcast_updates_total{outcome="success"}`. */
@@ -100,8 +102,8 @@ describe("GET /metrics", () => {
       expect(delta("dashcast_broadcast_recipients_count")).toBe(1)
       expect(delta("dashcast_broadcast_recipients_sum")).toBe(1)
       expect(delta("dashcast_broadcast_publish_duration_seconds_count")).toBe(1)
-      expect(delta("dashcast_connections_opened_total")).toBe(2)
-      expect(delta("dashcast_connections_closed_total{reason=\"policy_violation\"}")).toBe(1)
+      expect(delta("dashcast_connections_opened_total{transport=\"websocket\"}")).toBe(2)
+      expect(delta("dashcast_connections_closed_total{transport=\"websocket\",reason=\"policy_violation\"}")).toBe(1)
       expect(delta("dashcast_rate_limited_total{kind=\"request_update\"}")).toBeGreaterThanOrEqual(1)
       expect(delta("dashcast_websocket_sent_bytes_total")).toBeGreaterThan(1000)
       expect(value(after, "dashcast_summary_age_seconds")).toBeGreaterThanOrEqual(0)
@@ -110,10 +112,10 @@ describe("GET /metrics", () => {
       // A normal close and the connection duration are recorded once the server has seen it.
       const closed = yield* scrape.pipe(
         Effect.map(parse),
-        Effect.repeat({ until: (s) => value(s, "dashcast_connections_closed_total{reason=\"normal\"}") > value(before, "dashcast_connections_closed_total{reason=\"normal\"}"), times: 100 })
+        Effect.repeat({ until: (s) => value(s, "dashcast_connections_closed_total{transport=\"websocket\",reason=\"normal\"}") > value(before, "dashcast_connections_closed_total{transport=\"websocket\",reason=\"normal\"}"), times: 100 })
       )
-      expect(value(closed, "dashcast_connection_duration_seconds_count") - value(before, "dashcast_connection_duration_seconds_count")).toBe(2)
-      expect(value(closed, "dashcast_connections_active")).toBe(value(before, "dashcast_connections_active"))
+      expect(value(closed, "dashcast_connection_duration_seconds_count{transport=\"websocket\"}") - value(before, "dashcast_connection_duration_seconds_count{transport=\"websocket\"}")).toBe(2)
+      expect(value(closed, "dashcast_connections_active{transport=\"websocket\"}")).toBe(value(before, "dashcast_connections_active{transport=\"websocket\"}"))
     }))
 
   it.scopedLive("counts force updates refused within MIN_FETCH_GAP", () =>

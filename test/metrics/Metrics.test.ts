@@ -101,7 +101,9 @@ const FAMILIES: ReadonlyArray<readonly [string, string]> = [
   ["dashcast_consecutive_failures", "gauge"],
   ["dashcast_backoffs_total", "counter"],
   ["dashcast_summary_age_seconds", "gauge"],
-  ["dashcast_websocket_sent_bytes_total", "counter"]
+  ["dashcast_websocket_sent_bytes_total", "counter"],
+  ["dashcast_sse_sent_bytes_total", "counter"],
+  ["dashcast_sse_frames_skipped_total", "counter"]
 ]
 
 const ENDPOINTS = ["coins_markets", "global", "market_chart", "fear_greed"] as const
@@ -115,8 +117,13 @@ describe("Metrics", () => {
       const { types, samples } = yield* scrape()
       expect(Object.fromEntries([...types].sort())).toEqual(Object.fromEntries([...FAMILIES].sort()))
       const series = (name: string, labels: Record<string, string>) => samples.has(seriesKey(name, labels))
-      for (const reason of ["normal", "going_away", "policy_violation", "message_too_big", "error", "other"]) {
-        expect(series("dashcast_connections_closed_total", { reason })).toBe(true)
+      for (const transport of ["websocket", "sse"]) {
+        for (const reason of ["normal", "going_away", "policy_violation", "message_too_big", "error", "other"]) {
+          expect(series("dashcast_connections_closed_total", { transport, reason })).toBe(true)
+        }
+        for (const name of ["dashcast_connections_active", "dashcast_connections_opened_total", "dashcast_connection_duration_seconds_count"]) {
+          expect(series(name, { transport })).toBe(true)
+        }
       }
       for (const source of SOURCES) {
         for (const outcome of ["delivered", "no_subscribers"]) {
@@ -224,6 +231,12 @@ describe("Metrics", () => {
         Metrics.connectionOpened()
         Metrics.connectionClosed(1000, 0.5)
         Metrics.connectionClosed(1006, 45)
+        Metrics.connectionOpened("sse")
+        Metrics.connectionOpened("sse")
+        Metrics.transportClosed("sse", "going_away", 3)
+        Metrics.sseBytesSent(100, 4)
+        Metrics.sseBytesSent(100, 0)
+        Metrics.sseFrameSkipped()
         Metrics.pingRtt(0.02)
         Metrics.bytesSent(120)
         Metrics.bytesSent(-1) // Bun: backpressure
@@ -236,16 +249,25 @@ describe("Metrics", () => {
         Metrics.messageRateLimited("request_update")
         Metrics.messageRateLimited("request_update")
       }))
-      expect(delta("dashcast_connections_opened_total")).toBe(3)
-      expect(delta("dashcast_connections_active")).toBe(1)
-      expect(delta("dashcast_connections_closed_total", { reason: "normal" })).toBe(1)
-      expect(delta("dashcast_connections_closed_total", { reason: "error" })).toBe(1)
-      expect(delta("dashcast_connections_closed_total", { reason: "going_away" })).toBe(0)
-      expect(delta("dashcast_connection_duration_seconds_count")).toBe(2)
-      expect(delta("dashcast_connection_duration_seconds_sum")).toBeCloseTo(45.5)
-      expect(delta("dashcast_connection_duration_seconds_bucket", { le: "1" })).toBe(1)
-      expect(delta("dashcast_connection_duration_seconds_bucket", { le: "10" })).toBe(1)
-      expect(delta("dashcast_connection_duration_seconds_bucket", { le: "60" })).toBe(2)
+      const ws = { transport: "websocket" }
+      const sse = { transport: "sse" }
+      expect(delta("dashcast_connections_opened_total", ws)).toBe(3)
+      expect(delta("dashcast_connections_active", ws)).toBe(1)
+      expect(delta("dashcast_connections_closed_total", { ...ws, reason: "normal" })).toBe(1)
+      expect(delta("dashcast_connections_closed_total", { ...ws, reason: "error" })).toBe(1)
+      expect(delta("dashcast_connections_closed_total", { ...ws, reason: "going_away" })).toBe(0)
+      expect(delta("dashcast_connection_duration_seconds_count", ws)).toBe(2)
+      expect(delta("dashcast_connection_duration_seconds_sum", ws)).toBeCloseTo(45.5)
+      expect(delta("dashcast_connection_duration_seconds_bucket", { ...ws, le: "1" })).toBe(1)
+      expect(delta("dashcast_connection_duration_seconds_bucket", { ...ws, le: "10" })).toBe(1)
+      expect(delta("dashcast_connection_duration_seconds_bucket", { ...ws, le: "60" })).toBe(2)
+      expect(delta("dashcast_connections_opened_total", sse)).toBe(2)
+      expect(delta("dashcast_connections_active", sse)).toBe(1)
+      expect(delta("dashcast_connections_closed_total", { ...sse, reason: "going_away" })).toBe(1)
+      expect(delta("dashcast_connections_closed_total", { ...sse, reason: "normal" })).toBe(0)
+      expect(delta("dashcast_connection_duration_seconds_sum", sse)).toBeCloseTo(3)
+      expect(delta("dashcast_sse_sent_bytes_total")).toBe(400)
+      expect(delta("dashcast_sse_frames_skipped_total")).toBe(1)
       expect(delta("dashcast_ping_rtt_seconds_bucket", { le: "0.01" })).toBe(0)
       expect(delta("dashcast_ping_rtt_seconds_bucket", { le: "0.025" })).toBe(1)
       expect(delta("dashcast_websocket_sent_bytes_total")).toBe(120 + 7 + 18)

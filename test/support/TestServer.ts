@@ -305,7 +305,8 @@ const recordingBroadcaster = (log: Array<Published>) =>
               log.push({ topic, frame, result })
               return result
             },
-            subscriberCount: publisher.subscriberCount
+            subscriberCount: publisher.subscriberCount,
+            ...(publisher.streamCount === undefined ? {} : { streamCount: publisher.streamCount })
           })
       }))
   ).pipe(Layer.provide(Broadcaster.DefaultWithoutDependencies))

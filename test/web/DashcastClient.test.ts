@@ -11,7 +11,10 @@ import {
   classifySeq,
   connect,
   dashboardSocketUrl,
+  dashboardStreamUrl,
   type DashcastStatus,
+  type EventSourceConstructor,
+  type EventSourceLike,
   heartbeatStep,
   makeDashcastClient,
   type MarketEvent,
@@ -99,6 +102,63 @@ const fakeSockets = () => {
   return { sockets, Ctor }
 }
 
+/** A scripted event stream: the server's side of one `EventSource` the client opens. */
+class FakeSource implements EventSourceLike {
+  readyState = 0
+  closed = false
+  private readonly listeners = new Map<string, Array<(event: { readonly data?: unknown }) => void>>()
+
+  constructor(readonly url: string) {}
+
+  addEventListener(type: string, listener: (event: { readonly data?: unknown }) => void): void {
+    const list = this.listeners.get(type) ?? []
+    list.push(listener)
+    this.listeners.set(type, list)
+  }
+
+  close() {
+    this.readyState = 2
+    this.closed = true
+  }
+
+  private emit(type: string, event: { readonly data?: unknown }) {
+    for (const listener of this.listeners.get(type) ?? []) listener(event)
+  }
+
+  // The server's side.
+  accept() {
+    this.readyState = 1
+    this.emit("open", {})
+  }
+  /** One event, named after the frame's type as the server names it. */
+  push(message: { readonly type: string; readonly [member: string]: unknown }) {
+    this.emit(message.type, { data: JSON.stringify(message) })
+  }
+  heartbeat() {
+    this.emit(":", {})
+  }
+  /** The connection fails (refused, or ended): an `error` event without data. */
+  fail() {
+    this.readyState = 2
+    this.emit("error", {})
+  }
+  /** Names of the events the client listens to. */
+  listened(): Array<string> {
+    return [...this.listeners.keys()]
+  }
+}
+
+const fakeSources = () => {
+  const sources: Array<FakeSource> = []
+  const Ctor: EventSourceConstructor = class extends FakeSource {
+    constructor(url: string) {
+      super(url)
+      sources.push(this)
+    }
+  }
+  return { sources, Ctor }
+}
+
 const fakePage = () => {
   const state = { hidden: false, offline: false }
   const listeners = new Set<() => void>()
@@ -173,7 +233,15 @@ const start = (options: Parameters<typeof makeDashcastClient>[1] = {}) =>
   Effect.gen(function*() {
     const { Ctor, sockets } = fakeSockets()
     const page = fakePage()
-    const { client, run } = makeDashcastClient("ws://dashcast.test/ws", { WebSocket: Ctor, signals: page.signals, ...options })
+    const sources = fakeSources()
+    // WebSocket only unless a test asks for the fallback: these tests are about the socket.
+    const { client, run } = makeDashcastClient("ws://dashcast.test/ws", {
+      WebSocket: Ctor,
+      EventSource: sources.Ctor,
+      signals: page.signals,
+      transports: "websocket",
+      ...options
+    })
     const summaries: Array<SummaryEvent> = []
     const markets: Array<MarketEvent> = []
     const statuses: Array<DashcastStatus> = []
@@ -190,7 +258,13 @@ const start = (options: Parameters<typeof makeDashcastClient>[1] = {}) =>
       return s
     }
     const last = () => socket(sockets.length - 1)
-    return { client, fiber, sockets, socket, last, page, summaries, markets, statuses, draws }
+    const source = (i: number) => {
+      const s = sources.sources[i]
+      if (s === undefined) throw new Error(`the client opened ${sources.sources.length} event streams, not ${i + 1}`)
+      return s
+    }
+    const lastSource = () => source(sources.sources.length - 1)
+    return { client, fiber, sockets, socket, last, sources: sources.sources, source, lastSource, page, summaries, markets, statuses, draws }
   })
 
 // ---------------------------------------------------------------------------------------------
@@ -795,6 +869,277 @@ describe("DashcastClient: assets and currencies", () => {
     }))
 })
 
+describe("dashboardStreamUrl", () => {
+  it("maps a socket URL to its event stream, keeping the path prefix and the query", () => {
+    expect(dashboardStreamUrl("ws://dashcast.test/ws")).toBe("http://dashcast.test/api/stream")
+    expect(dashboardStreamUrl("wss://dash.example/app/ws?currency=eur")).toBe("https://dash.example/app/api/stream?currency=eur")
+    expect(dashboardStreamUrl(dashboardSocketUrl("https://dash.example/", "gbp"))).toBe("https://dash.example/api/stream?currency=gbp")
+  })
+})
+
+describe("DashcastClient: falling back to Server-Sent Events", () => {
+  const auto = { transports: "auto" } as const
+  const errorFrame = { type: "error", error: "No market data yet", timestamp: "2025-08-20T12:00:00.000Z", retry_after: 30 }
+
+  it.effect("a WebSocket refused before it opens: the same events come over an event stream at once, and the status says so", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(1_000_000)
+      const t = yield* start(auto)
+      t.last().refuse()
+      yield* settle
+      // No delay and no failure counted: the server answered, only the WebSocket did not get through.
+      expect(t.sources).toHaveLength(1)
+      expect(t.lastSource().url).toBe("http://dashcast.test/api/stream")
+      expect(t.client.status()).toMatchObject({ state: "connecting", attempt: 0, transport: "sse", lastError: "could not connect" })
+      expect(t.lastSource().listened()).toEqual(expect.arrayContaining(["open", "welcome", "dashboard_update", "error", "pong", ":"]))
+      t.lastSource().accept()
+      yield* settle
+      expect(t.client.status()).toMatchObject({ state: "live", attempt: 0, transport: "sse", lastError: undefined })
+      t.lastSource().push(errorFrame)
+      yield* settle
+      expect(t.client.status()).toMatchObject({ state: "live", upstream: { error: "No market data yet", retryAfter: 30, receivedAt: 1_000_000 } })
+      t.lastSource().push(welcome(7, 64_000))
+      t.lastSource().push(update(8, 64_100))
+      t.lastSource().push(update(10, 64_300))
+      yield* settle
+      expect(t.summaries.map((s) => [s.seq, s.source, s.summary.btc_price])).toEqual([[7, "welcome", 64_000], [8, "scheduled_update", 64_100], [10, "scheduled_update", 64_300]])
+      expect(t.markets.map((m) => m.assets.map((a) => a.symbol))).toEqual([["btc", "eth"], ["btc", "eth"], ["btc", "eth"]])
+      expect(t.summaries[0]).toMatchObject({ receivedAt: 1_000_000, fetchedAt: 987_500 })
+      expect(t.client.status().upstream).toBeUndefined()
+      expect(t.statuses.map((s) => [s.state, s.transport])).toEqual([
+        ["connecting", "websocket"],
+        ["connecting", "sse"], // the switch, with the WebSocket's error
+        ["connecting", "sse"], // the stream opening
+        ["live", "sse"],
+        ["live", "sse"],
+        ["live", "sse"]
+      ])
+      // Nothing to send on a stream: the gap was filled by the update itself, and requests are dropped.
+      t.client.requestUpdate()
+      yield* settle
+      expect(t.socket(0).sent).toEqual([])
+      t.client.close()
+      yield* settle
+      expect(t.lastSource().closed).toBe(true)
+      yield* Fiber.join(t.fiber)
+    }))
+
+  it.effect("a WebSocket that opens but closes before the server's first frame falls back too; one that greeted does not", () =>
+    Effect.gen(function*() {
+      const t = yield* start(auto)
+      t.last().accept()
+      t.last().push(welcome(1, 100))
+      yield* settle
+      t.last().drop(1006)
+      yield* settle
+      // It had greeted us: an ordinary reconnect, by WebSocket, after a backoff delay.
+      const delay = backoffDelay(1, POLICY, yield* t.draws.next)
+      expect(t.client.status()).toMatchObject({ state: "reconnecting", attempt: 1, transport: "websocket" })
+      yield* advance(delay)
+      expect(t.sockets).toHaveLength(2)
+      expect(t.sources).toHaveLength(0)
+      // This one opens (a proxy let the upgrade through) but is closed before the welcome.
+      t.last().accept()
+      yield* settle
+      t.last().drop(1006)
+      yield* settle
+      expect(t.sources).toHaveLength(1)
+      expect(t.client.status()).toMatchObject({ transport: "sse", attempt: 1 })
+      t.client.close()
+    }))
+
+  it.effect("with fallbackAfter: 3, falls back after three WebSocket attempts in a row without a frame, each backed off", () =>
+    Effect.gen(function*() {
+      const t = yield* start({ ...auto, fallbackAfter: 3 })
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        t.last().refuse()
+        yield* settle
+        const delay = backoffDelay(attempt, POLICY, yield* t.draws.next)
+        expect(t.client.status()).toMatchObject({ attempt, transport: "websocket", reconnectAt: expect.any(Number) })
+        yield* advance(delay)
+        expect(t.sockets).toHaveLength(attempt + 1)
+      }
+      t.last().refuse()
+      yield* settle
+      expect(t.sources).toHaveLength(1)
+      expect(t.client.status()).toMatchObject({ attempt: 2, transport: "sse" })
+      t.client.close()
+    }))
+
+  it.effect("on an event stream it tries the WebSocket in the background after 30 s and moves over once it greets", () =>
+    Effect.gen(function*() {
+      const t = yield* start(auto)
+      t.last().refuse()
+      yield* settle
+      t.lastSource().accept()
+      t.lastSource().push(welcome(1, 100))
+      yield* settle
+      yield* advance(29_999)
+      expect(t.sockets).toHaveLength(1)
+      yield* advance(1)
+      expect(t.sockets).toHaveLength(2)
+      // Opening is not enough: the stream stays live until the socket has the server's first frame.
+      t.last().accept()
+      t.lastSource().push(update(2, 102))
+      yield* settle
+      expect(t.client.status().transport).toBe("sse")
+      expect(t.lastSource().closed).toBe(false)
+      t.last().push(welcome(2, 102))
+      yield* settle
+      expect(t.client.status()).toMatchObject({ state: "live", transport: "websocket" })
+      expect(t.lastSource().closed).toBe(true)
+      // The welcome repeats what the stream said; then the socket carries on, pings included.
+      t.last().push(update(3, 103))
+      yield* settle
+      expect(t.summaries.map((s) => [s.seq, s.source])).toEqual([[1, "welcome"], [2, "scheduled_update"], [2, "welcome"], [3, "scheduled_update"]])
+      yield* advance(15_000)
+      expect(t.last().sentTypes()).toEqual(["ping"])
+      expect(t.sources).toHaveLength(1)
+      t.client.close()
+    }))
+
+  it.effect("a WebSocket try that fails leaves the stream live and the next comes twice as late, up to 30 minutes", () =>
+    Effect.gen(function*() {
+      const t = yield* start(auto)
+      t.last().refuse()
+      yield* settle
+      t.lastSource().accept()
+      t.lastSource().push(welcome(1, 100))
+      yield* settle
+      const live = t.client.status()
+      let wait = 30_000
+      for (let attempt = 2; attempt <= 9; attempt++) {
+        yield* advance(wait - 1)
+        expect(t.sockets).toHaveLength(attempt - 1)
+        yield* advance(1)
+        expect(t.sockets).toHaveLength(attempt)
+        t.last().refuse()
+        yield* settle
+        expect(t.client.status()).toBe(live)
+        wait = Math.min(wait * 2, 1_800_000)
+      }
+      expect(wait).toBe(1_800_000)
+      // A try that neither opens nor fails is given up after the connect timeout.
+      yield* advance(wait)
+      expect(t.sockets).toHaveLength(10)
+      yield* advance(10_000)
+      expect(t.last().closedWith).toBeDefined()
+      expect(t.client.status()).toBe(live)
+      expect(t.lastSource().closed).toBe(false)
+      t.client.close()
+    }))
+
+  it.effect("a stream that fails before its first event means the server is away: back off, then the WebSocket first again", () =>
+    Effect.gen(function*() {
+      const t = yield* start(auto)
+      t.last().refuse()
+      yield* settle
+      t.lastSource().fail()
+      yield* settle
+      const delay = backoffDelay(1, POLICY, yield* t.draws.next)
+      expect(t.client.status()).toMatchObject({ state: "reconnecting", attempt: 1, transport: "websocket", lastError: "could not open the event stream" })
+      expect(t.lastSource().closed).toBe(true)
+      yield* advance(delay)
+      expect(t.sockets).toHaveLength(2)
+      expect(t.sources).toHaveLength(1)
+      t.client.close()
+    }))
+
+  it.effect("a stream that ends after its events reconnects as a stream after a backoff delay", () =>
+    Effect.gen(function*() {
+      const t = yield* start(auto)
+      t.last().refuse()
+      yield* settle
+      t.lastSource().accept()
+      t.lastSource().push(welcome(5, 100))
+      yield* settle
+      t.lastSource().fail()
+      yield* settle
+      const delay = backoffDelay(1, POLICY, yield* t.draws.next)
+      expect(t.client.status()).toMatchObject({ state: "reconnecting", attempt: 1, transport: "sse", lastError: "event stream closed" })
+      yield* advance(delay)
+      expect(t.sources).toHaveLength(2)
+      expect(t.sockets).toHaveLength(1)
+      t.lastSource().accept()
+      t.lastSource().push(welcome(6, 101))
+      yield* settle
+      expect(t.summaries.map((s) => s.seq)).toEqual([5, 6])
+      expect(t.client.status()).toMatchObject({ state: "live", attempt: 0, transport: "sse" })
+      t.client.close()
+    }))
+
+  it.effect("setCurrency on a stream reconnects it with the new currency; the welcome in it switches currency()", () =>
+    Effect.gen(function*() {
+      const t = yield* start({ ...auto, currency: "usd" })
+      expect(t.last().url).toBe("ws://dashcast.test/ws?currency=usd")
+      t.last().refuse()
+      yield* settle
+      expect(t.lastSource().url).toBe("http://dashcast.test/api/stream?currency=usd")
+      t.lastSource().accept()
+      t.lastSource().push(welcome(1, 100))
+      yield* settle
+      t.client.setCurrency("eur")
+      yield* settle
+      expect(t.source(0).closed).toBe(true)
+      expect(t.lastSource().url).toBe("http://dashcast.test/api/stream?currency=eur")
+      expect(t.client.currency()).toBe("usd")
+      t.lastSource().accept()
+      t.lastSource().push({ ...welcome(1, 92), currency: "eur" })
+      yield* settle
+      expect(t.client.currency()).toBe("eur")
+      expect(t.markets.map((m) => m.currency)).toEqual(["usd", "eur"])
+      expect(t.client.status()).toMatchObject({ state: "live", attempt: 0, transport: "sse" })
+      // Chosen while the stream opens: it reconnects once open.
+      t.client.setCurrency("gbp")
+      yield* settle
+      expect(t.lastSource().url).toBe("http://dashcast.test/api/stream?currency=gbp")
+      t.client.setCurrency("usd")
+      yield* settle
+      t.lastSource().accept()
+      yield* settle
+      expect(t.lastSource().url).toBe("http://dashcast.test/api/stream?currency=usd")
+      t.client.close()
+    }))
+
+  it.effect("a stream that showed heartbeats and then goes silent for 40 s is replaced; one that never showed any is not", () =>
+    Effect.gen(function*() {
+      const t = yield* start({ ...auto, webSocketRetry: 3_600_000 })
+      t.last().refuse()
+      yield* settle
+      t.lastSource().accept()
+      t.lastSource().push(welcome(1, 100))
+      yield* settle
+      // A browser's EventSource hides comments: only the stream itself can say it ended.
+      yield* advance(600_000)
+      expect(t.lastSource().closed).toBe(false)
+      t.lastSource().heartbeat()
+      yield* settle
+      yield* advance(15_000)
+      t.lastSource().heartbeat()
+      yield* settle
+      yield* advance(39_999)
+      expect(t.lastSource().closed).toBe(false)
+      yield* advance(1)
+      expect(t.source(0).closed).toBe(true)
+      expect(t.client.status()).toMatchObject({ state: "reconnecting", transport: "sse", lastError: "no heartbeat from the server for 40 s" })
+      t.client.close()
+    }))
+
+  it.effect("transports: sse uses the stream only and never tries the WebSocket", () =>
+    Effect.gen(function*() {
+      const t = yield* start({ transports: "sse" })
+      expect(t.sockets).toHaveLength(0)
+      expect(t.client.status()).toMatchObject({ state: "connecting", transport: "sse" })
+      t.lastSource().accept()
+      t.lastSource().push(welcome(1, 100))
+      yield* settle
+      yield* advance(3_600_000)
+      expect(t.sockets).toHaveLength(0)
+      expect(t.summaries.map((s) => s.seq)).toEqual([1])
+      t.client.close()
+    }))
+})
+
 describe("DashcastClient over a real socket (Bun's WebSocket, the real server)", () => {
   /** Polls `check` every 10 ms until it holds; fails after 5 s. */
   const eventually = (what: string, check: () => boolean) =>
@@ -862,5 +1207,39 @@ describe("DashcastClient over a real socket (Bun's WebSocket, the real server)",
       yield* eventually("the update after the refusal", () => seen.length === 4)
       expect(seen[3]).toMatchObject({ currency: "usd", seq: 3 })
       expect(client.status().state).toBe("live")
+    }))
+
+  it.scopedLive("falls back to the event stream where the upgrade is refused, with FetchEventSource, and switches currency on it", () =>
+    Effect.gen(function*() {
+      const assets = ["bitcoin", "ethereum"]
+      const server = yield* TestServer.start({
+        config: { ASSETS: assets.join(","), CURRENCIES: "usd,eur" },
+        first: watchlistView(assets, ["usd", "eur"])
+      })
+      // The same server refuses this upgrade (404): a WebSocket that cannot be opened.
+      const blocked = new URL("/blocked/ws", server.url)
+      blocked.protocol = "ws:"
+      const client = connect(blocked.href, { streamUrl: new URL("/api/stream", server.url).href, currency: "eur" })
+      yield* Effect.addFinalizer(() => Effect.sync(() => client.close()))
+      const seen: Array<MarketEvent> = []
+      client.onMarket((event) => seen.push(event))
+      yield* eventually("the eur welcome over the stream", () => seen.length === 1)
+      expect(client.status()).toMatchObject({ state: "live", transport: "sse" })
+      expect(seen[0]).toMatchObject({ currency: "eur", seq: 1, source: "welcome" })
+      expect(server.server.streams()).toBe(1)
+      expect(server.server.connections()).toBe(0)
+
+      yield* server.market.succeed(watchlistView(assets, ["usd", "eur"], { scale: 1.01 }))
+      yield* server.updater.forceUpdate()
+      yield* eventually("the force update", () => seen.length === 2)
+      const next = yield* server.awaitSeq(2)
+      expect(seen[1]).toMatchObject({ currency: "eur", seq: 2, source: "force_update" })
+      expect(seen[1]?.assets.map((a) => a.price)).toEqual(assets.map((id) => next.view.quotes["eur"]?.[id]?.price))
+
+      client.setCurrency("usd")
+      yield* eventually("the usd welcome", () => seen.length === 3)
+      expect(seen[2]).toMatchObject({ currency: "usd", seq: 2, source: "welcome" })
+      expect(client.currency()).toBe("usd")
+      yield* eventually("one stream left", () => server.server.streams() === 1)
     }))
 })
