@@ -73,17 +73,3 @@ export const mergeTiers = (tiers: ReadonlyArray<Tier>, pointsByTier: ReadonlyArr
   })
   return taken.sort((a, b) => a[0] - b[0])
 }
-
-/** The newest point of each `step` bucket, oldest first: a small chart needs no more. */
-export const thin = (points: ReadonlyArray<Point>, step: number): ReadonlyArray<Point> => {
-  const out: Array<Point> = []
-  for (const point of points) {
-    const last = out[out.length - 1]
-    if (last !== undefined && Math.floor(last[0] / step) === Math.floor(point[0] / step)) out[out.length - 1] = point
-    else out.push(point)
-  }
-  return out
-}
-
-/** Sparklines: the last 24 hours, a point every 30 minutes at most (49 points). */
-export const SPARKLINE_STEP = 30 * MINUTE
