@@ -515,6 +515,8 @@ let chartRequest: AbortController | undefined
 
 /** The selected asset's history over the selected range, then kept live by every snapshot. */
 const loadChart = async () => {
+  // A server whose every id is unknown to the provider has no asset to chart.
+  if (selection.asset === "") return
   chartRequest?.abort()
   const controller = new AbortController()
   chartRequest = controller
