@@ -21,7 +21,7 @@ export class UsageError extends Data.TaggedError("UsageError")<{ readonly messag
 
 const flagName = (envName: string) => `--${envName.toLowerCase().replaceAll("_", "-")}`
 const byFlag = new Map(settings.map((s) => [flagName(s.name), s.name]))
-const BOOLEAN_SETTINGS = new Set(["DEMO"])
+const BOOLEAN_SETTINGS = new Set(["DEMO", "WEBHOOK_ALLOW_PRIVATE"])
 
 export const parseArgs = (argv: ReadonlyArray<string>): Either.Either<Invocation, UsageError> => {
   let command: Command = "serve"

@@ -46,7 +46,10 @@ export const settings: ReadonlyArray<Setting> = [
   { name: "MAX_CONNECTIONS", default: "unset", description: "Most WebSocket connections at once" },
   { name: "MAX_CONNECTIONS_PER_IP", default: "unset", description: "Most WebSocket connections from one address" },
   { name: "MAX_MESSAGE_BYTES", default: "4096", description: "Largest client frame; a bigger one closes with 1009" },
-  { name: "LEASE_TTL", default: "10 seconds", description: "Leader lease time when clustered with REDIS_URL" }
+  { name: "LEASE_TTL", default: "10 seconds", description: "Leader lease time when clustered with REDIS_URL" },
+  { name: "WEBHOOK_RETRY_DELAY", default: "5 seconds", description: "Wait before the first retry of a failed alert webhook (later ones double, jittered), at most 1 minute" },
+  { name: "WEBHOOK_TIMEOUT", default: "10 seconds", description: "Timeout of one alert webhook attempt, at most 1 minute" },
+  { name: "WEBHOOK_ALLOW_PRIVATE", default: "false", description: "Allow alert webhooks to loopback, private, link-local and metadata addresses" }
 ]
 
 /**
@@ -61,6 +64,14 @@ const anyPositiveDuration = (name: string) =>
 
 const positiveDuration = (name: string, fallback: Duration.DurationInput) =>
   anyPositiveDuration(name).pipe(Config.withDefault(Duration.decode(fallback)))
+
+const durationUpTo = (name: string, fallback: Duration.DurationInput, max: `${number} ${Duration.Unit}`) =>
+  checked(
+    name,
+    Config.duration(),
+    `must be a positive duration of at most ${max}, such as "5 seconds"`,
+    (d) => Duration.toMillis(d) > 0 && Duration.lessThanOrEqualTo(d, Duration.decode(max))
+  ).pipe(Config.withDefault(Duration.decode(fallback)))
 
 /**
  * `LOG_LEVEL`, case-insensitive, with `warning` (syslog's and Python's spelling) as `warn`.
@@ -220,7 +231,10 @@ const appConfig = Config.all({
     "must be between 64 and 16777216",
     (n) => n >= 64 && n <= 16 * 1024 * 1024
   ).pipe(Config.withDefault(4096)),
-  leaseTtl: positiveDuration("LEASE_TTL", "10 seconds")
+  leaseTtl: positiveDuration("LEASE_TTL", "10 seconds"),
+  webhookRetryDelay: durationUpTo("WEBHOOK_RETRY_DELAY", "5 seconds", "1 minute"),
+  webhookTimeout: durationUpTo("WEBHOOK_TIMEOUT", "10 seconds", "1 minute"),
+  webhookAllowPrivate: Config.boolean("WEBHOOK_ALLOW_PRIVATE").pipe(Config.withDefault(false))
 }).pipe(
   Config.mapOrFail((c) =>
     Option.isSome(c.tlsCert) !== Option.isSome(c.tlsKey)

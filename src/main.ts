@@ -4,6 +4,7 @@
 import { BunRuntime } from "@effect/platform-bun"
 import { Effect, Layer, Option } from "effect"
 import { hostname } from "node:os"
+import { Alerts, AlertStoreLive } from "./alerts/Alerts.js"
 import { CacheManager } from "./cache/CacheManager.js"
 import * as Cli from "./Cli.js"
 import { StandaloneCluster } from "./cluster/Cluster.js"
@@ -34,12 +35,14 @@ const ClusterLive = Layer.unwrapEffect(
     }))
 )
 
-// Readers of the market state (the Broadcaster) are built before the Updater writes to it.
+// Readers of the market state (the Broadcaster, alerts) are built before the Updater writes to it.
 const ServerLive = Server.Default.pipe(
   Layer.provide(ApiHandlers.Default),
   Layer.provide(MetricsExporter.Default),
   Layer.provideMerge(Updater.DefaultWithoutDependencies),
   Layer.provide(MarketDataLive),
+  Layer.provideMerge(Alerts.Default),
+  Layer.provide(AlertStoreLive),
   Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
   Layer.provideMerge(History.Default),
   Layer.provideMerge(MarketState.DefaultWithoutDependencies),

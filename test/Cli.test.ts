@@ -92,6 +92,15 @@ describe("configuration from the environment and flags", () => {
       expect(Duration.toMillis((yield* configFrom(["--update-interval", "90 seconds"], { DEMO: "true" })).updateInterval)).toBe(90_000)
     }))
 
+  it.effect("reads the webhook settings: 5 s first retry, 10 s timeout, no private targets by default; --webhook-allow-private bare is true", () =>
+    Effect.gen(function*() {
+      const defaults = yield* configFrom([], {})
+      expect([Duration.toMillis(defaults.webhookRetryDelay), Duration.toMillis(defaults.webhookTimeout), defaults.webhookAllowPrivate]).toEqual([5_000, 10_000, false])
+      const given = yield* configFrom(["--webhook-allow-private", "--webhook-retry-delay", "200 millis"], { WEBHOOK_TIMEOUT: "1 minute" })
+      expect([Duration.toMillis(given.webhookRetryDelay), Duration.toMillis(given.webhookTimeout), given.webhookAllowPrivate]).toEqual([200, 60_000, true])
+      expect((yield* configFrom([], { WEBHOOK_ALLOW_PRIVATE: "true" })).webhookAllowPrivate).toBe(true)
+    }))
+
   it.effect("watches bitcoin in usd by default", () =>
     Effect.gen(function*() {
       const config = yield* configFrom([], {})
@@ -253,6 +262,11 @@ describe("dashcast process", () => {
       ["FRAME_ANCESTORS with commas", [], { FRAME_ANCESTORS: "https://a.example,https://b.example" }, "FRAME_ANCESTORS"],
       ["FRAME_ANCESTORS with another directive", [], { FRAME_ANCESTORS: "'self'; script-src *" }, "FRAME_ANCESTORS"],
       ["--frame-ancestors 'none' with an origin", ["--frame-ancestors", "'none' https://a.example"], {}, "FRAME_ANCESTORS"],
+      ["WEBHOOK_RETRY_DELAY=0 seconds", [], { WEBHOOK_RETRY_DELAY: "0 seconds" }, "WEBHOOK_RETRY_DELAY"],
+      ["WEBHOOK_RETRY_DELAY=2 minutes", [], { WEBHOOK_RETRY_DELAY: "2 minutes" }, "WEBHOOK_RETRY_DELAY"],
+      ["--webhook-retry-delay soon", ["--webhook-retry-delay", "soon"], {}, "WEBHOOK_RETRY_DELAY"],
+      ["WEBHOOK_TIMEOUT=5 minutes", [], { WEBHOOK_TIMEOUT: "5 minutes" }, "WEBHOOK_TIMEOUT"],
+      ["WEBHOOK_ALLOW_PRIVATE=maybe", [], { WEBHOOK_ALLOW_PRIVATE: "maybe" }, "WEBHOOK_ALLOW_PRIVATE"],
       ["an unknown flag", ["--bogus", "1"], {}, "--bogus"],
       ["a flag without its value", ["--port"], {}, "PORT"]
     ]

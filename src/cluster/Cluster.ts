@@ -16,7 +16,10 @@ export class Cluster extends Context.Tag("dashcast/Cluster")<Cluster, {
    * handler given to `onMessage`). `false` means it did not go out: deliver it locally yourself.
    */
   readonly broadcast: (message: string) => Effect.Effect<boolean>
-  /** Where messages from the channel go; called synchronously, in arrival order. */
+  /**
+   * Adds a reader of the channel's messages; every reader gets every message, synchronously, in
+   * arrival order (the market state reads its envelopes, the alerts theirs; each ignores the rest).
+   */
   readonly onMessage: (handler: (message: string) => void) => Effect.Effect<void>
   /**
    * Claims the right to call upstream outside the schedule for `gap` (a force update or a refresh),

@@ -129,8 +129,10 @@ export const RedisClusterLive = (options: RedisClusterOptions): Layer.Layer<Clus
         Effect.forkScoped
       )
 
-      let handler: (message: string) => void = () => {}
-      const listener = (message: string) => handler(message)
+      const handlers: Array<(message: string) => void> = []
+      const listener = (message: string) => {
+        for (const handler of handlers) handler(message)
+      }
       // Bun's client reconnects by itself but does not subscribe again on the new connection, and
       // subscribing twice would call the listener twice: drop the old subscription, then subscribe,
       // at start and after every reconnect. (Not on any update's path: it waits for Redis, hung or not.)
@@ -233,7 +235,7 @@ export const RedisClusterLive = (options: RedisClusterOptions): Layer.Layer<Clus
           ),
         onMessage: (next) =>
           Effect.sync(() => {
-            handler = next
+            handlers.push(next)
           }),
         claimFetch: (gap, force) => {
           const gapMillis = Math.ceil(Duration.toMillis(gap))

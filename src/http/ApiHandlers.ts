@@ -1,6 +1,6 @@
 /**
  * The HTTP API's implementation: the handlers of `DashcastApi`'s endpoints over the market state
- * and the updater, the admin token check, `GET /api/openapi.json`, and `GET /metrics` beside them.
+ * and the updater (the alerts group's are in `AlertHandlers.ts`), the admin token check, `GET /api/openapi.json`, and `GET /metrics` beside them.
  * `ApiHandlers.app` is the one Effect `HttpApp` the Server mounts on `Bun.serve`.
  */
 import {
@@ -9,7 +9,7 @@ import {
   HttpMiddleware,
   type HttpRouter,
   HttpServer,
-  type HttpServerError,
+  HttpServerError,
   HttpServerRequest,
   HttpServerResponse
 } from "@effect/platform"
@@ -26,6 +26,7 @@ import { MetricsExporter } from "../metrics/MetricsExporter.js"
 import { viewMembers } from "../realtime/Protocol.js"
 import { MarketState } from "../state/MarketState.js"
 import { Updater } from "../updater/Updater.js"
+import { AlertsLive } from "./AlertHandlers.js"
 import {
   AdminAuth,
   BadRequest,
@@ -218,7 +219,9 @@ export class ApiHandlers extends Effect.Service<ApiHandlers>()("dashcast/ApiHand
       cacheStats: cache.stats,
       summaryAgeSeconds: Effect.map(state.view, Option.map((v) => v.ageSeconds))
     })
-    const api = HttpApiBuilder.api(DashcastApi).pipe(Layer.provide([HealthLive, MarketLive, AdminLive]))
+    const api = HttpApiBuilder.api(DashcastApi).pipe(
+      Layer.provide([HealthLive, MarketLive, AdminLive, AlertsLive.pipe(Layer.provide(AdminAuthLive))])
+    )
     // Beside the declared API: the Prometheus text (not JSON, not for clients) and the API's own description.
     const extras = Layer.mergeAll(
       HttpApiBuilder.Router.use((router) => router.get("/metrics", HttpMiddleware.withLoggerDisabled(metrics))),
@@ -239,6 +242,13 @@ export class ApiHandlers extends Effect.Service<ApiHandlers>()("dashcast/ApiHand
       /** Every HTTP request but `/ws` and the page: the declared API, `/metrics`, `/api/openapi.json`. */
       app: app.pipe(
         Effect.catchTag("RouteNotFound", () => HttpServerResponse.json({ _tag: "NotFound", error: "not found" }, { status: 404 })),
+        // A JSON body that does not parse is a defect of the platform's payload decoding (`orDie`),
+        // which it answers with an empty 400: this one defect is answered in JSON, like every 400.
+        Effect.catchAllDefect((defect) =>
+          HttpServerError.isServerError(defect) && defect._tag === "RequestError" && defect.reason === "Decode"
+            ? HttpServerResponse.json({ _tag: "BadRequest", error: "the request body is not valid JSON" }, { status: 400 })
+            : Effect.die(defect)
+        ),
         Effect.provide(context)
       )
     } as const

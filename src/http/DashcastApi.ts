@@ -7,15 +7,20 @@
  */
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
+import { Condition, DeliveryAttempt } from "../alerts/AlertRule.js"
 import { HISTORY_RANGES, HistoryResponse, SparklinesResponse } from "../history/HistoryPoint.js"
 import { ViewFields } from "../realtime/Protocol.js"
 
 // ---------------------------------------------------------------------------------------------
 // Errors: one JSON body each, `{"_tag":…,"error":"…"}`, with their status.
 
-export class BadRequest extends Schema.TaggedError<BadRequest>()("BadRequest", { error: Schema.String }, HttpApiSchema.annotations({
+export class BadRequest extends Schema.TaggedError<BadRequest>()("BadRequest", {
+  error: Schema.String,
+  /** The request member at fault (`threshold`, `webhook_url`, …), when it is one. */
+  field: Schema.optional(Schema.String)
+}, HttpApiSchema.annotations({
   status: 400,
-  description: "A parameter the server does not know, such as a currency outside CURRENCIES"
+  description: "A parameter the server does not know, such as a currency outside CURRENCIES, or a value it cannot use (named by `field`)"
 })) {}
 
 export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthorized", { error: Schema.String }, HttpApiSchema.annotations({
@@ -48,6 +53,11 @@ export class Unavailable extends Schema.TaggedError<Unavailable>()("Unavailable"
 }, HttpApiSchema.annotations({
   status: 503,
   description: "No market data yet (the first round is in progress or failing); for the history: its store (L2) cannot be reached"
+})) {}
+
+export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("StoreUnavailable", { error: Schema.String }, HttpApiSchema.annotations({
+  status: 503,
+  description: "The alert store (the L2: SQLite file or Redis) did not answer; nothing was changed"
 })) {}
 
 // ---------------------------------------------------------------------------------------------
@@ -104,6 +114,52 @@ export const AssetsResponse = Schema.Struct({
   assets: Schema.Array(AssetStatus)
 }).annotations({ identifier: "Assets" })
 export type AssetsResponse = typeof AssetsResponse.Type
+
+/** A new alert rule (docs/ARCHITECTURE.md, "Alerts"). */
+export const AlertRequest = Schema.Struct({
+  /** One of ASSETS; not needed by the Fear & Greed conditions. */
+  asset: Schema.optional(Schema.String),
+  /** One of CURRENCIES: the currency of the price, and the topic its firings are published on. */
+  currency: Schema.String,
+  condition: Condition,
+  /** A finite number; 0 to 100 for RSI and Fear & Greed. */
+  threshold: Schema.Number,
+  /** An http(s) URL that resolves to public addresses (unless WEBHOOK_ALLOW_PRIVATE=true). */
+  webhook_url: Schema.String,
+  /** The least time between two firings, such as "15 minutes"; none by default. */
+  cooldown: Schema.optional(Schema.String)
+}).annotations({ identifier: "AlertRequest" })
+
+const AlertFields = {
+  id: Schema.String,
+  asset: Schema.NullOr(Schema.String),
+  currency: Schema.String,
+  condition: Condition,
+  threshold: Schema.Number,
+  webhook_url: Schema.String,
+  cooldown: Schema.String,
+  created_at: Schema.String,
+  /** The next time the condition holds, the rule fires (it is new, or its condition was false since its last firing). */
+  armed: Schema.Boolean,
+  last_fired_at: Schema.NullOr(Schema.String)
+}
+
+/** A rule as every GET shows it: never with its secret. */
+export const AlertResponse = Schema.Struct(AlertFields).annotations({ identifier: "Alert" })
+export type AlertResponse = typeof AlertResponse.Type
+
+/** The answer to a new rule: the only time its signing secret is shown. */
+export const AlertCreatedResponse = Schema.Struct({
+  ...AlertFields,
+  /** `whsec_…`: the Standard Webhooks signing secret of this rule's deliveries. */
+  secret: Schema.String
+}).annotations({ identifier: "AlertCreated" })
+
+export const AlertsResponse = Schema.Struct({ alerts: Schema.Array(AlertResponse) }).annotations({ identifier: "Alerts" })
+
+export const DeliveriesResponse = Schema.Struct({ deliveries: Schema.Array(DeliveryAttempt) }).annotations({ identifier: "Deliveries" })
+
+const AlertPath = Schema.Struct({ id: Schema.String })
 
 export const Health = Schema.Struct({ status: Schema.Literal("ok") }).annotations({ identifier: "Health" })
 export const Readiness = Schema.Struct({ status: Schema.Literal("ready") }).annotations({ identifier: "Readiness" })
@@ -178,10 +234,53 @@ export const AdminGroup = HttpApiGroup.make("admin")
   )
   .middleware(AdminAuth)
 
+/** Alert rules, behind the same admin token as the force update. */
+export const AlertsGroup = HttpApiGroup.make("alerts")
+  .add(
+    HttpApiEndpoint.post("create", "/api/alerts")
+      .setPayload(AlertRequest)
+      .addSuccess(AlertCreatedResponse, { status: 201 })
+      .addError(BadRequest)
+      .addError(StoreUnavailable)
+      .annotate(OpenApi.Summary, "A new alert rule; the answer carries its webhook signing secret, shown this once")
+  )
+  .add(
+    HttpApiEndpoint.get("list", "/api/alerts")
+      .addSuccess(AlertsResponse)
+      .addError(StoreUnavailable)
+      .annotate(OpenApi.Summary, "Every alert rule, oldest first, without secrets")
+  )
+  .add(
+    HttpApiEndpoint.get("get", "/api/alerts/:id")
+      .setPath(AlertPath)
+      .addSuccess(AlertResponse)
+      .addError(NotFound)
+      .addError(StoreUnavailable)
+      .annotate(OpenApi.Summary, "One alert rule, without its secret")
+  )
+  .add(
+    HttpApiEndpoint.del("delete", "/api/alerts/:id")
+      .setPath(AlertPath)
+      .addSuccess(HttpApiSchema.NoContent)
+      .addError(NotFound)
+      .addError(StoreUnavailable)
+      .annotate(OpenApi.Summary, "Deletes an alert rule, its delivery records and its webhooks not yet delivered")
+  )
+  .add(
+    HttpApiEndpoint.get("deliveries", "/api/alerts/:id/deliveries")
+      .setPath(AlertPath)
+      .addSuccess(DeliveriesResponse)
+      .addError(NotFound)
+      .addError(StoreUnavailable)
+      .annotate(OpenApi.Summary, "The rule's webhook delivery attempts, newest last (the last 100)")
+  )
+  .middleware(AdminAuth)
+
 export class DashcastApi extends HttpApi.make("dashcast")
   .add(HealthGroup)
   .add(MarketGroup)
   .add(AdminGroup)
+  .add(AlertsGroup)
   .annotate(OpenApi.Title, "dashcast")
   .annotate(OpenApi.Description, "A real-time market dashboard server: the HTTP API next to its WebSocket (/ws)")
 {}

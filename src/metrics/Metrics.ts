@@ -4,6 +4,7 @@
  * and Effects where a fiber already runs. `MetricsExporter` renders them in Prometheus text format.
  */
 import { Cause, Clock, Effect, Exit, Metric, MetricBoundaries, MetricLabel, Option } from "effect"
+import { type Condition, CONDITIONS } from "../alerts/AlertRule.js"
 import type { Endpoint, UpstreamError, UpstreamReason } from "../market/MarketData.js"
 import type { UpdateSource } from "../state/MarketState.js"
 
@@ -60,6 +61,14 @@ const RATE_LIMIT_KINDS = everyValue<RateLimitKind>()("upstream_429", "client_mes
 
 export type CacheTier = "l1" | "l2"
 const CACHE_TIERS = everyValue<CacheTier>()("l1", "l2")
+
+/** How one webhook attempt ended (`Webhooks.AttemptResult`). */
+export type WebhookAttemptOutcome = "delivered" | "http_status" | "timeout" | "network" | "refused"
+const WEBHOOK_ATTEMPT_OUTCOMES = everyValue<WebhookAttemptOutcome>()("delivered", "http_status", "timeout", "network", "refused")
+
+/** How a firing's delivery ended: delivered, given up after the last retry, or cancelled with its rule. */
+export type WebhookDeliveryOutcome = "delivered" | "gave_up" | "cancelled"
+const WEBHOOK_DELIVERY_OUTCOMES = everyValue<WebhookDeliveryOutcome>()("delivered", "gave_up", "cancelled")
 
 const label = MetricLabel.make
 
@@ -174,6 +183,21 @@ export const websocketSentBytes = Metric.counter("dashcast_websocket_sent_bytes_
   incremental: true
 })
 
+export const alertsFired = Metric.counter("dashcast_alerts_fired_total", {
+  description: "Alert rules that fired (a webhook and an alert frame each), by condition",
+  incremental: true
+})
+
+export const webhookAttempts = Metric.counter("dashcast_webhook_attempts_total", {
+  description: "Alert webhook attempts, by outcome: delivered (2xx), http_status (another status), timeout, network, refused (the target resolves to a private address)",
+  incremental: true
+})
+
+export const webhookDeliveries = Metric.counter("dashcast_webhook_deliveries_total", {
+  description: "Alert firings whose delivery ended, by outcome: delivered, gave_up (every retry failed), cancelled (the rule was deleted)",
+  incremental: true
+})
+
 export const sseSentBytes = Metric.counter("dashcast_sse_sent_bytes_total", {
   description: "Bytes of Server-Sent Events handed to event streams (events and heartbeats)",
   incremental: true
@@ -200,6 +224,9 @@ const closeLabels = (() => {
 const kindLabels = labelsFor("kind", RATE_LIMIT_KINDS)
 const outcomeLabels = labelsFor("outcome", UPDATE_OUTCOMES)
 const endpointLabels = labelsFor("endpoint", ENDPOINTS)
+const conditionLabels = labelsFor("condition", CONDITIONS)
+const attemptLabels = labelsFor("outcome", WEBHOOK_ATTEMPT_OUTCOMES)
+const deliveryLabels = labelsFor("outcome", WEBHOOK_DELIVERY_OUTCOMES)
 /** The `tier` label of the cache counters, which `MetricsExporter` fills at scrape time. */
 export const tierLabels = labelsFor("tier", CACHE_TIERS)
 const broadcastLabels = (source: UpdateSource, outcome: BroadcastOutcome) => [label("source", source), label("outcome", outcome)]
@@ -239,6 +266,9 @@ export const preregister = (): void => {
   for (const tier of CACHE_TIERS) {
     for (const metric of [cacheHits, cacheMisses, cacheErrors]) metric.unsafeValue(tierLabels(tier))
   }
+  for (const condition of CONDITIONS) alertsFired.unsafeValue(conditionLabels(condition))
+  for (const outcome of WEBHOOK_ATTEMPT_OUTCOMES) webhookAttempts.unsafeValue(attemptLabels(outcome))
+  for (const outcome of WEBHOOK_DELIVERY_OUTCOMES) webhookDeliveries.unsafeValue(deliveryLabels(outcome))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -374,3 +404,15 @@ export const consecutiveFailures = (n: number): Effect.Effect<void> =>
 
 /** The schedule just went past `MAX_CONSECUTIVE_FAILURES` into backoff. */
 export const backoffEntered: Effect.Effect<void> = Effect.sync(() => backoffs.unsafeUpdate(1, noLabels))
+
+/** An alert rule fired. */
+export const alertFired = (condition: Condition): Effect.Effect<void> =>
+  Effect.sync(() => alertsFired.unsafeUpdate(1, conditionLabels(condition)))
+
+/** One webhook attempt ended. */
+export const webhookAttempt = (outcome: WebhookAttemptOutcome): Effect.Effect<void> =>
+  Effect.sync(() => webhookAttempts.unsafeUpdate(1, attemptLabels(outcome)))
+
+/** A firing's delivery ended. */
+export const webhookDelivery = (outcome: WebhookDeliveryOutcome): Effect.Effect<void> =>
+  Effect.sync(() => webhookDeliveries.unsafeUpdate(1, deliveryLabels(outcome)))

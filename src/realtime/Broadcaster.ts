@@ -129,6 +129,14 @@ export class Broadcaster extends Effect.Service<Broadcaster>()("dashcast/Broadca
         Option.map(viewOf(currency), (view) => updateFrame(view, source, new Date(now).toISOString())),
       /** The update frame last published in `currency`, for a socket that may have missed it. */
       lastPublishedFrame: (currency: Currency): Option.Option<string> => Option.fromNullable(lastFrames.get(currency)),
+      /**
+       * Publishes a frame that is not market data (an alert firing) on `currency`'s topic, as
+       * updates are published, so that every transport following the topics carries it.
+       */
+      publishOnTopic: (currency: Currency, frame: string): void => {
+        const topic = topicOf(currency)
+        Metrics.frameSent(publish(topic, frame), frame, subscribers(topic))
+      },
       /** Sockets subscribed to any currency's topic. */
       subscriberCount: (): number => topics.reduce((sum, [, topic]) => sum + subscribers(topic), 0)
     }

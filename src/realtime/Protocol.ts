@@ -5,6 +5,7 @@
  * are our additions, and `data` (the seed's summary) is there whenever bitcoin is watched.
  */
 import { Either, ParseResult, Schema } from "effect"
+import { Condition } from "../alerts/AlertRule.js"
 import { DashboardSummary, SummaryField } from "../market/DashboardSummary.js"
 import { AssetQuote, type CurrencyView, MarketSide } from "../market/Watchlist.js"
 import { UpdateSource } from "../state/UpdateSource.js"
@@ -63,7 +64,26 @@ export const Pong = Schema.Struct({
 })
 export type Pong = typeof Pong.Type
 
-export const ServerMessage = Schema.Union(Welcome, DashboardUpdate, ErrorMessage, Pong)
+/**
+ * An alert rule fired (docs/ARCHITECTURE.md, "Alerts"), on the topic of the rule's currency. `id` is
+ * the firing's, the same as its webhook's `webhook-id`; `timestamp` is the snapshot's time.
+ */
+export const AlertFired = Schema.Struct({
+  type: Schema.Literal("alert"),
+  id: Schema.String,
+  alert_id: Schema.String,
+  /** `null` for Fear & Greed rules. */
+  asset: Schema.NullOr(Schema.String),
+  currency: Schema.String,
+  condition: Condition,
+  threshold: Schema.Number,
+  value: Schema.Number,
+  seq: Seq,
+  timestamp: Timestamp
+})
+export type AlertFired = typeof AlertFired.Type
+
+export const ServerMessage = Schema.Union(Welcome, DashboardUpdate, ErrorMessage, Pong, AlertFired)
 export type ServerMessage = typeof ServerMessage.Type
 
 export const Ping = Schema.Struct({ type: Schema.Literal("ping") })

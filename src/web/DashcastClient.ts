@@ -19,6 +19,9 @@
  * const watch = connect("wss://dash.example.com/ws", { currency: "eur" })
  * watch.onMarket(({ currency, assets }) => console.log(currency, assets.map((a) => `${a.symbol} ${a.price}`)))
  * watch.setCurrency("usd")
+ *
+ * // Alert rules firing in the client's currency (rules are made over the admin API).
+ * watch.onAlert(({ asset, condition, threshold, value }) => console.log(`${asset} ${condition} ${threshold}: ${value}`))
  * ```
  *
  * The timing rules are pure functions (`backoffDelay`, `heartbeatStep`, `classifySeq`) and the
@@ -32,6 +35,7 @@ import { FetchHttpClient, HttpApiClient } from "@effect/platform"
 import type { HistoryRange, HistoryResponse, SparklinesResponse } from "../history/HistoryPoint.js"
 import { DashcastApi } from "../http/DashcastApi.js"
 import type { AssetQuote, MarketSide } from "../market/Watchlist.js"
+import type { Condition } from "../alerts/AlertRule.js"
 import { COMMENT_EVENT, FetchEventSource, type StreamEvent } from "./FetchEventSource.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -96,6 +100,26 @@ export interface MarketEvent {
   readonly stalePaths: ReadonlyArray<string>
   readonly receivedAt: number
   readonly fetchedAt: number
+}
+
+/** An alert rule fired in the client's currency (docs/ARCHITECTURE.md, "Alerts"). */
+export interface AlertEvent {
+  /** The firing's id: its webhook's `webhook-id`. */
+  readonly id: string
+  /** The rule's id. */
+  readonly alertId: string
+  /** `null` for Fear & Greed rules. */
+  readonly asset: string | null
+  readonly currency: string
+  readonly condition: Condition
+  readonly threshold: number
+  /** The value that crossed the threshold. */
+  readonly value: number
+  /** The snapshot it fired on. */
+  readonly seq: number
+  /** The snapshot's time (epoch ms). */
+  readonly firedAt: number
+  readonly receivedAt: number
 }
 
 /** The part of `WebSocket` the client uses: the browser's, Bun's, Node 22's or the `ws` package's. */
@@ -169,6 +193,11 @@ export interface DashcastClient {
   readonly onMarket: (listener: (event: MarketEvent) => void) => () => void
   /** Calls `listener` with every new bitcoin summary (and at once with the latest one); returns unsubscribe. */
   readonly onSummary: (listener: (event: SummaryEvent) => void) => () => void
+  /**
+   * Calls `listener` with every alert firing in the client's currency, as it arrives (also while
+   * the page is hidden; firings are not replayed to a listener added later); returns unsubscribe.
+   */
+  readonly onAlert: (listener: (event: AlertEvent) => void) => () => void
   /** Calls `listener` on every status change (and at once with the current one); returns unsubscribe. */
   readonly onStatus: (listener: (status: DashcastStatus) => void) => () => void
   readonly status: () => DashcastStatus
@@ -425,6 +454,18 @@ interface Received {
 const FRAME_TYPES: ReadonlyArray<string> = ServerMessage.members.map((member) => member.fields.type.literals[0])
 /** The longest wait between WebSocket retries while on SSE. */
 const MAX_WEBSOCKET_RETRY = 30 * 60_000
+/** The server message types this client reads; a frame of any other type is ignored. */
+const KNOWN_TYPES: ReadonlySet<string> = new Set(FRAME_TYPES)
+
+/** The `type` of a JSON frame, if it has one. */
+const typeOf = (frame: string): string | undefined => {
+  try {
+    const json: unknown = JSON.parse(frame)
+    return typeof json === "object" && json !== null && "type" in json && typeof json.type === "string" ? json.type : undefined
+  } catch {
+    return undefined
+  }
+}
 
 const PING = JSON.stringify({ type: "ping" })
 const REQUEST_UPDATE = JSON.stringify({ type: "request_update" })
@@ -472,6 +513,7 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
   const summaryListeners = new Set<(event: SummaryEvent) => void>()
   const marketListeners = new Set<(event: MarketEvent) => void>()
   const statusListeners = new Set<(status: DashcastStatus) => void>()
+  const alertListeners = new Set<(event: AlertEvent) => void>()
 
   let status: DashcastStatus = {
     state: "connecting",
@@ -680,6 +722,9 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
     if (typeof data !== "string") return
     const decoded = decodeServerMessage(data)
     if (Either.isLeft(decoded)) {
+      // A type this client does not know yet (a newer server): ignored, as the protocol says.
+      const type = typeOf(data)
+      if (type !== undefined && !KNOWN_TYPES.has(type)) return
       setStatus({ lastError: `unreadable frame from the server: ${decoded.left.message.slice(0, 200)}` })
       return
     }
@@ -774,6 +819,23 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
       }
       case "pong":
         return
+      case "alert": {
+        // Frames of the topic this socket is on: its currency, or the one it is switching to.
+        if (currency !== undefined && message.currency !== currency && message.currency !== switchingTo) return
+        notify(alertListeners, {
+          id: message.id,
+          alertId: message.alert_id,
+          asset: message.asset,
+          currency: message.currency,
+          condition: message.condition,
+          threshold: message.threshold,
+          value: message.value,
+          seq: message.seq,
+          firedAt: Date.parse(message.timestamp),
+          receivedAt: now
+        })
+        return
+      }
     }
   }
 
@@ -990,6 +1052,12 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
         summaryListeners.delete(listener)
       }
     },
+    onAlert: (listener) => {
+      alertListeners.add(listener)
+      return () => {
+        alertListeners.delete(listener)
+      }
+    },
     onStatus: (listener) => {
       statusListeners.add(listener)
       listener(status)
@@ -1008,6 +1076,7 @@ export const makeDashcastClient = (url: string, options: ConnectOptions = {}): {
       summaryListeners.clear()
       marketListeners.clear()
       statusListeners.clear()
+      alertListeners.clear()
       offer({ _tag: "Close" })
     }
   }

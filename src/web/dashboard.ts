@@ -13,6 +13,7 @@ import { DateTime } from "effect"
 import type { HistoryRange } from "../history/HistoryPoint.js"
 import { RANGES } from "../history/Tiers.js"
 import type { AssetQuote } from "../market/Watchlist.js"
+import { alertToasts } from "./AlertToast.js"
 import { type ChartPoint, extendSeries, layoutChart, sparklinePath } from "./Chart.js"
 import {
   callApi,
@@ -773,6 +774,8 @@ const start = async () => {
   client = connect(dashboardSocketUrl(base), { currency: selection.currency })
   client.onMarket(onMarket)
   client.onStatus(onStatus)
+  // Alert firings, shown briefly in a corner (AlertToast.ts keeps its own element and styles).
+  client.onAlert(alertToasts(document))
   void loadSparklines()
   void loadChart()
 }

@@ -12,6 +12,7 @@ import { Effect, Layer } from "effect"
 import { HistoryStore, HistoryStoreError } from "../../src/history/HistoryStore.js"
 import * as TestServer from "../support/TestServer.js"
 import { makeUpstreamError, watchlistView } from "../support/TestServer.js"
+import { startWebhookReceiver } from "../support/WebhookReceiver.js"
 
 const ADMIN_TOKEN = "openapi-admin-token"
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
@@ -45,7 +46,11 @@ const checkerOf = (document: Document) => {
 describe("GET /api/openapi.json", () => {
   it.scopedLive("is a valid OpenAPI document declaring every endpoint, and every real answer matches its declaration", () =>
     Effect.gen(function*() {
-      const server = yield* TestServer.start({ config: { ...config, ADMIN_TOKEN } })
+      const receiver = startWebhookReceiver()
+      yield* Effect.addFinalizer(() => Effect.promise(() => receiver.stop()))
+      const server = yield* TestServer.start({
+        config: { ...config, ADMIN_TOKEN, WEBHOOK_ALLOW_PRIVATE: "true", WEBHOOK_RETRY_DELAY: "100 millis" }
+      })
       const served = yield* server.fetch("/api/openapi.json")
       expect(served.status).toBe(200)
       const document = (yield* Effect.promise(() => served.json())) as Document
@@ -54,22 +59,47 @@ describe("GET /api/openapi.json", () => {
       expect(result.errors ?? [], "validator errors").toEqual([])
       expect(result.valid).toBe(true)
       expect(document.openapi).toMatch(/^3\.1\./)
-      expect(Object.keys(document.paths).sort()).toEqual(
-        ["/api/assets", "/api/dashboard", "/api/dashboard/refresh", "/api/history", "/api/sparklines", "/healthz", "/readyz"]
-      )
+      expect(Object.keys(document.paths).sort()).toEqual([
+        "/api/alerts",
+        "/api/alerts/{id}",
+        "/api/alerts/{id}/deliveries",
+        "/api/assets",
+        "/api/dashboard",
+        "/api/dashboard/refresh",
+        "/api/history",
+        "/api/sparklines",
+        "/healthz",
+        "/readyz"
+      ])
       expect(Object.values(document.components.securitySchemes ?? {})).toEqual([
         expect.objectContaining({ type: "http", scheme: "bearer" })
       ])
 
       const check = checkerOf(document)
-      const call = (method: "get" | "post", path: string, expected: number, init: { readonly headers?: Record<string, string> } = {}) =>
+      const call = (
+        method: "get" | "post" | "delete",
+        path: string,
+        expected: number,
+        init: { readonly headers?: Record<string, string>; readonly body?: string; readonly template?: string } = {}
+      ) =>
         Effect.gen(function*() {
-          const response = yield* server.fetch(path, { method: method.toUpperCase(), ...init })
+          const response = yield* server.fetch(path, {
+            method: method.toUpperCase(),
+            ...(init.headers === undefined ? {} : { headers: init.headers }),
+            ...(init.body === undefined ? {} : { body: init.body })
+          })
           expect(response.status, `${method.toUpperCase()} ${path}`).toBe(expected)
+          const declared = init.template ?? new URL(path, server.url).pathname
+          if (expected === 204) {
+            expect(document.paths[declared]?.[method]?.responses["204"], `${method.toUpperCase()} ${declared} declares 204`).toBeDefined()
+            expect(yield* Effect.promise(() => response.text())).toBe("")
+            return undefined
+          }
           const contentType = response.headers.get("content-type") ?? ""
-          expect(contentType).toContain("application/json")
-          check(new URL(path, server.url).pathname, method, expected, contentType, yield* Effect.promise(() => response.json()))
-          return response
+          expect(contentType, `${method.toUpperCase()} ${path} ${expected}`).toContain("application/json")
+          const body: unknown = yield* Effect.promise(() => response.json())
+          check(declared, method, expected, contentType, body)
+          return body
         })
 
       // Before the first snapshot: not ready.
@@ -99,6 +129,39 @@ describe("GET /api/openapi.json", () => {
       yield* server.market.fail(makeUpstreamError(500))
       yield* call("post", "/api/dashboard/refresh", 502, { headers: bearer(ADMIN_TOKEN) })
 
+      // Alerts: every endpoint, every status it answers with.
+      const admin = { ...bearer(ADMIN_TOKEN), "content-type": "application/json" }
+      const rule = (fields: Record<string, unknown>) =>
+        JSON.stringify({ asset: "bitcoin", currency: "usd", condition: "price_above", threshold: 1, webhook_url: receiver.url(), ...fields })
+      yield* call("get", "/api/alerts", 401)
+      yield* call("post", "/api/alerts", 401, { body: rule({}), headers: { "content-type": "application/json" } })
+      yield* call("get", "/api/alerts", 200, { headers: admin })
+      const created = (yield* call("post", "/api/alerts", 201, { headers: admin, body: rule({ cooldown: "1 minute" }) })) as { id: string; secret: string }
+      expect(created.secret).toMatch(/^whsec_/)
+      receiver.expectSecret("/hook", created.secret)
+      const id = created.id
+      yield* call("get", `/api/alerts/${id}`, 200, { headers: admin, template: "/api/alerts/{id}" })
+      yield* call("get", "/api/alerts/alr_nope", 404, { headers: admin, template: "/api/alerts/{id}" })
+      yield* call("get", `/api/alerts/${id}`, 401, { headers: bearer("wrong"), template: "/api/alerts/{id}" })
+      yield* call("post", "/api/alerts", 400, { headers: admin, body: rule({ currency: "chf" }) })
+      yield* call("post", "/api/alerts", 400, { headers: admin, body: rule({ threshold: "high" }) })
+      yield* call("post", "/api/alerts", 400, { headers: admin, body: "{not json" })
+      // A firing: the receiver fails once, then takes it; both attempts are listed.
+      receiver.answer("/hook", 500)
+      yield* server.market.succeed(watchlistView(["bitcoin", "ethereum"], ["usd", "eur"], { scale: 1.01 }))
+      yield* call("post", "/api/dashboard/refresh", 200, { headers: bearer(ADMIN_TOKEN) })
+      yield* Effect.promise(() => receiver.waitFor(2))
+      // The second attempt is recorded just after the receiver answered it.
+      yield* Effect.promise(() => Bun.sleep(200))
+      const deliveries = (yield* call("get", `/api/alerts/${id}/deliveries`, 200, { headers: admin, template: "/api/alerts/{id}/deliveries" })) as {
+        deliveries: ReadonlyArray<{ outcome: string; error?: string }>
+      }
+      expect(deliveries.deliveries.map((d) => [d.outcome, d.error])).toEqual([["failed", "HTTP 500: receiver says 500"], ["delivered", undefined]])
+      expect(receiver.received().map((r) => r.verified.ok)).toEqual([true, true])
+      yield* call("get", "/api/alerts/alr_nope/deliveries", 404, { headers: admin, template: "/api/alerts/{id}/deliveries" })
+      yield* call("delete", `/api/alerts/${id}`, 204, { headers: admin, template: "/api/alerts/{id}" })
+      yield* call("delete", `/api/alerts/${id}`, 404, { headers: admin, template: "/api/alerts/{id}" })
+
       // Without ADMIN_TOKEN the admin endpoint does not exist; within MIN_FETCH_GAP it says when to come back.
       const noAdmin = yield* TestServer.start({ config, first: watchlistView(["bitcoin"], ["usd"]) })
       const missing = yield* noAdmin.fetch("/api/dashboard/refresh", { method: "POST", headers: bearer(ADMIN_TOKEN) })
@@ -113,6 +176,15 @@ describe("GET /api/openapi.json", () => {
       check("/api/dashboard/refresh", "post", 429, tooSoon.headers.get("content-type") ?? "", body)
       expect(body.retry_after).toBe(retryAfter)
       expect(retryAfter).toBeGreaterThan(3_500)
+
+      // An alert store that cannot be opened: 503, and the server keeps serving.
+      const broken = yield* TestServer.start({ config: { ...config, ADMIN_TOKEN, CACHE_PATH: "/proc/dashcast-nowhere/cache.sqlite" } })
+      for (const [method, path, template] of [["GET", "/api/alerts", "/api/alerts"], ["GET", "/api/alerts/alr_x", "/api/alerts/{id}"]] as const) {
+        const unavailable = yield* broken.fetch(path, { method, headers: bearer(ADMIN_TOKEN) })
+        expect(unavailable.status).toBe(503)
+        check(template, "get", 503, unavailable.headers.get("content-type") ?? "", yield* Effect.promise(() => unavailable.json()))
+      }
+      expect((yield* broken.fetch("/healthz")).status).toBe(200)
 
       // The history's store cannot be reached: 503, as declared.
       const unreachable = Layer.succeed(HistoryStore, HistoryStore.of({

@@ -102,11 +102,15 @@ const FAMILIES: ReadonlyArray<readonly [string, string]> = [
   ["dashcast_backoffs_total", "counter"],
   ["dashcast_summary_age_seconds", "gauge"],
   ["dashcast_websocket_sent_bytes_total", "counter"],
+  ["dashcast_alerts_fired_total", "counter"],
+  ["dashcast_webhook_attempts_total", "counter"],
+  ["dashcast_webhook_deliveries_total", "counter"],
   ["dashcast_sse_sent_bytes_total", "counter"],
   ["dashcast_sse_frames_skipped_total", "counter"]
 ]
 
 const ENDPOINTS = ["coins_markets", "global", "market_chart", "fear_greed"] as const
+const CONDITIONS = ["price_above", "price_below", "change_24h_above", "change_24h_below", "rsi_above", "rsi_below", "fear_greed_above", "fear_greed_below"]
 const SOURCES = ["scheduled_update", "force_update", "request_update", "refresh"] as const
 
 const withExporter = <A, E>(self: Effect.Effect<A, E, MetricsExporter>) => Effect.provide(self, MetricsExporter.Default)
@@ -145,6 +149,11 @@ describe("Metrics", () => {
           expect(series(name, { tier })).toBe(true)
         }
       }
+      for (const condition of CONDITIONS) expect(series("dashcast_alerts_fired_total", { condition })).toBe(true)
+      for (const outcome of ["delivered", "http_status", "timeout", "network", "refused"]) {
+        expect(series("dashcast_webhook_attempts_total", { outcome })).toBe(true)
+      }
+      for (const outcome of ["delivered", "gave_up", "cancelled"]) expect(series("dashcast_webhook_deliveries_total", { outcome })).toBe(true)
     })))
 
   it.effect("renders valid exposition text: HELP then TYPE per family, samples of that family, cumulative buckets", () =>

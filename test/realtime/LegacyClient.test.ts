@@ -11,6 +11,8 @@ import type { MarketSnapshot } from "../../src/market/Watchlist.js"
 import { decodeLegacyServerMessage, LEGACY_SUMMARY_FIELDS, type LegacyServerMessage } from "../support/LegacyProtocol.js"
 import * as TestServer from "../support/TestServer.js"
 import { makeSummary, makeUpstreamError, marketFields, summaryView } from "../support/TestServer.js"
+import { type AlertEvent, connect } from "../../src/web/DashcastClient.js"
+import { startWebhookReceiver } from "../support/WebhookReceiver.js"
 import * as WsClient from "../support/WsClient.js"
 import { isType } from "../support/WsClient.js"
 
@@ -91,6 +93,52 @@ describe("a client of before the watchlist, with the default configuration", () 
       // Every frame either client received, whatever it was, is one the old client reads.
       for (const frame of [...client.frames(), ...late.frames()]) legacy(frame.raw)
       expect(client.frames().length).toBeGreaterThan(10)
+    }))
+
+  it.scopedLive("survives an alert frame (issue 15): it is the one frame the old Schemas reject, cleanly, and every frame after it reads as before", () =>
+    Effect.gen(function*() {
+      const receiver = startWebhookReceiver()
+      yield* Effect.addFinalizer(() => Effect.promise(() => receiver.stop()))
+      const server = yield* TestServer.start({
+        config: { ADMIN_TOKEN, WEBHOOK_ALLOW_PRIVATE: "true" },
+        first: summaryView(makeSummary({ btc_price: 64_000 }))
+      })
+      const created = yield* server.fetch("/api/alerts", {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ asset: "bitcoin", currency: "usd", condition: "price_above", threshold: 65_000, webhook_url: receiver.url() })
+      })
+      expect(created.status).toBe(201)
+      const old = yield* WsClient.connect(server.wsUrl)
+      // Today's SDK, on the same server: it gets the firing through onAlert.
+      const sdk = connect(server.wsUrl)
+      yield* Effect.addFinalizer(() => Effect.sync(() => sdk.close()))
+      const alerts: Array<AlertEvent> = []
+      sdk.onAlert((event) => alerts.push(event))
+      yield* old.next(isType("welcome"))
+      yield* Effect.promise(async () => {
+        for (let i = 0; i < 250 && sdk.latestMarket() === undefined; i++) await Bun.sleep(20)
+      })
+      expect(sdk.latestMarket()?.seq).toBe(1)
+
+      yield* server.market.succeed(summaryView(makeSummary({ btc_price: 65_500 })))
+      expect((yield* forceUpdate(server)).status).toBe(200)
+      const frame = yield* old.next(isType("alert"))
+      // The old client's Schemas refuse it without throwing: its rule for an unreadable frame
+      // (status.lastError, no event) applies, and the connection goes on.
+      expect(Either.isLeft(decodeLegacyServerMessage(frame.raw))).toBe(true)
+      expect(JSON.parse(frame.raw)).toMatchObject({ type: "alert", currency: "usd", asset: "bitcoin", threshold: 65_000, value: 65_500, seq: 2 })
+      yield* server.market.succeed(summaryView(makeSummary({ btc_price: 65_700 })))
+      expect((yield* forceUpdate(server)).status).toBe(200)
+      const after = yield* old.next((m) => m.type === "dashboard_update" && m.seq === 3)
+      expect(legacy(after.raw)).toMatchObject({ type: "dashboard_update", seq: 3 })
+      for (const f of old.frames()) if (f.message.type !== "alert") legacy(f.raw)
+      expect(old.frames().filter((f) => f.message.type === "alert").length).toBe(1)
+      yield* Effect.promise(async () => {
+        for (let i = 0; i < 100 && alerts.length === 0; i++) await Bun.sleep(20)
+      })
+      expect(alerts.map((a) => [a.alertId, a.value, a.seq])).toEqual([[JSON.parse(frame.raw).alert_id, 65_500, 2]])
+      expect(sdk.status().lastError).toBeUndefined()
     }))
 
   it.scopedLive("GET /api/dashboard still has data, seq, age_seconds, stale, stale_fields and next_update_at", () =>

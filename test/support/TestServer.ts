@@ -1,10 +1,11 @@
 /**
- * The real dashcast stack (config, cache, market state, Broadcaster, history, Updater, HTTP API and
+ * The real dashcast stack (config, cache, market state, Broadcaster, history, alerts, Updater, HTTP API and
  * the Bun server on a real port), composed as `src/main.ts` composes it, with a scripted
  * `MarketData` double in place of upstream, and builders of realistic market views for it.
  * Run it in live tests (`it.scopedLive`): sockets and the server keep real time.
  */
 import { ConfigProvider, Context, DateTime, Duration, Effect, Layer, Logger, LogLevel, Option, Queue, Ref, Schedule, type Scope } from "effect"
+import { Alerts, AlertStoreLive } from "../../src/alerts/Alerts.js"
 import { CacheManager } from "../../src/cache/CacheManager.js"
 import { StandaloneCluster } from "../../src/cluster/Cluster.js"
 import { AppConfig } from "../../src/Config.js"
@@ -282,6 +283,7 @@ export interface TestServer {
   readonly state: MarketState
   readonly broadcaster: Broadcaster
   readonly updater: Updater
+  readonly alerts: Alerts
   readonly server: Server
   /** Every frame published on a Bun topic so far, in order (the server's own publisher, recorded). */
   readonly published: () => ReadonlyArray<Published>
@@ -324,6 +326,8 @@ const stack = (
     Layer.provide(MetricsExporter.Default),
     Layer.provideMerge(Updater.DefaultWithoutDependencies),
     Layer.provide(Layer.succeed(MarketData, market.service)),
+    Layer.provideMerge(Alerts.Default),
+    Layer.provide(AlertStoreLive),
     Layer.provideMerge(recordingBroadcaster(log)),
     Layer.provideMerge(historyStore === undefined ? History.Default : History.DefaultWithoutDependencies.pipe(Layer.provide(historyStore))),
     Layer.provideMerge(MarketState.DefaultWithoutDependencies),
@@ -354,6 +358,7 @@ export const start = (options: TestServerOptions = {}): Effect.Effect<TestServer
       state,
       broadcaster: Context.get(context, Broadcaster),
       updater: Context.get(context, Updater),
+      alerts: Context.get(context, Alerts),
       server,
       published: () => log,
       fetch: (path, init) =>

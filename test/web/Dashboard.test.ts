@@ -25,6 +25,7 @@ import {
   type TestBrowser
 } from "../support/Browser.js"
 import { assetAt, defaultValues, Fault, type FakeUpstream, startFakeUpstream } from "../support/FakeUpstream.js"
+import { startWebhookReceiver } from "../support/WebhookReceiver.js"
 
 const ADMIN_TOKEN = "browser-test-token-6d2a"
 const ASSETS = ["bitcoin", "ethereum", "solana", "tether", "dogecoin"]
@@ -211,7 +212,9 @@ describe.skipIf(chromiumPath === undefined)("the watchlist and the embedded card
         LOG_LEVEL: "warn",
         UPDATE_INTERVAL: "3 seconds",
         MIN_FETCH_GAP: "0 millis",
-        INITIAL_RETRY_DELAY: "500 millis"
+        INITIAL_RETRY_DELAY: "500 millis",
+        // The alert test's receiver is on loopback.
+        WEBHOOK_ALLOW_PRIVATE: "true"
       }),
       // The demo feed, fast, so that its charts move while the other tests run.
       startReady({ DEMO: "true", ASSETS: ASSETS.join(","), CURRENCIES: "usd,eur", LOG_LEVEL: "warn", UPDATE_INTERVAL: "300 millis" }),
@@ -454,6 +457,40 @@ describe.skipIf(chromiumPath === undefined)("the watchlist and the embedded card
     expect(network.failures()).toEqual([])
     await page.close()
   })
+
+  it("shows an alert firing briefly, without a reload", async () => {
+    const receiver = startWebhookReceiver()
+    try {
+      const { page, console } = await browser.newPage()
+      // The rule's currency: a firing reaches the clients of its currency only.
+      await page.goto(server.url + "/?currency=usd&asset=bitcoin")
+      await waitForState(page, "live")
+      const price = fake.values().assets["bitcoin"]?.prices["usd"] ?? 0
+      const created = await api(server, "/api/alerts", {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ asset: "bitcoin", currency: "usd", condition: "price_above", threshold: price + 1_000, webhook_url: receiver.url() })
+      })
+      expect(created.status).toBe(201)
+      receiver.expectSecret("/hook", String(created.body["secret"]))
+      setBitcoin(fake, price + 1_500.5)
+      expect((await forceUpdate(server)).status).toBe(200)
+      const notice = page.locator(".dashcast-alert")
+      await notice.waitFor({ state: "visible", timeout: 10_000 })
+      const threshold = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 }).format(price + 1_000)
+      expect(await notice.textContent()).toBe(`Bitcoin price above ${threshold} USD: ${new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 }).format(price + 1_500.5)}`)
+      expect(await attr(page, "#alerts", "role")).toBe("status")
+      // Briefly: it leaves by itself.
+      await notice.waitFor({ state: "detached", timeout: 12_000 })
+      expect((await receiver.waitFor(1))[0]?.verified.ok).toBe(true)
+      expect(console.errors()).toEqual([])
+      await page.close()
+      expect((await server.fetch(`/api/alerts/${String(created.body["id"])}`, { method: "DELETE", headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status).toBe(204)
+      setBitcoin(fake, price)
+    } finally {
+      await receiver.stop()
+    }
+  }, 30_000)
 
   it("shows a banner with a live countdown while upstream fails, and clears it when data flows", async () => {
     const { console, network, page } = await browser.newPage()

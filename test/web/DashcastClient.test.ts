@@ -7,6 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { DateTime, Effect, Fiber, Random, Schedule, TestClock } from "effect"
 import { DashboardSummary } from "../../src/market/DashboardSummary.js"
 import {
+  type AlertEvent,
   backoffDelay,
   classifySeq,
   connect,
@@ -1241,5 +1242,78 @@ describe("DashcastClient over a real socket (Bun's WebSocket, the real server)",
       expect(seen[2]).toMatchObject({ currency: "usd", seq: 2, source: "welcome" })
       expect(client.currency()).toBe("usd")
       yield* eventually("one stream left", () => server.server.streams() === 1)
+    }))
+})
+
+describe("DashcastClient: alerts and frames of types it does not know", () => {
+  const alert = (extra: Record<string, unknown> = {}) => ({
+    type: "alert",
+    id: "msg_0a1b_8",
+    alert_id: "alr_0a1b",
+    asset: "bitcoin",
+    currency: "usd",
+    condition: "price_above",
+    threshold: 70_000,
+    value: 70_123.45,
+    seq: 8,
+    timestamp: "2025-08-20T12:01:00.000Z",
+    ...extra
+  })
+
+  it.effect("onAlert gets every firing in the client's currency; alerts are neither market events nor errors", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(5_000_000)
+      const t = yield* start({ currency: "usd" })
+      const alerts: Array<AlertEvent> = []
+      const stop = t.client.onAlert((event) => alerts.push(event))
+      t.last().accept()
+      t.last().push(welcome(7, 69_000))
+      t.last().push(alert())
+      t.last().push(alert({ id: "msg_ffff_8", currency: "eur" }))
+      t.last().push(alert({ id: "msg_fg_8", alert_id: "alr_fg", asset: null, condition: "fear_greed_below", threshold: 25, value: 21 }))
+      t.last().push(update(8, 70_123.45))
+      yield* settle
+      expect(alerts).toEqual([
+        {
+          id: "msg_0a1b_8",
+          alertId: "alr_0a1b",
+          asset: "bitcoin",
+          currency: "usd",
+          condition: "price_above",
+          threshold: 70_000,
+          value: 70_123.45,
+          seq: 8,
+          firedAt: Date.parse("2025-08-20T12:01:00.000Z"),
+          receivedAt: 5_000_000
+        },
+        expect.objectContaining({ id: "msg_fg_8", asset: null, condition: "fear_greed_below" })
+      ])
+      // The update after it is the next seq: an alert is no gap, no market event, no error.
+      expect(t.markets.map((m) => m.seq)).toEqual([7, 8])
+      expect(t.last().sentTypes()).toEqual([])
+      expect(t.client.status().lastError).toBeUndefined()
+      stop()
+      t.last().push(alert({ id: "msg_0a1b_9", seq: 9 }))
+      yield* settle
+      expect(alerts.length).toBe(2)
+      t.client.close()
+    }))
+
+  it.effect("ignores a frame of a type it does not know (a newer server), and still reports a frame of a known type that breaks the protocol", () =>
+    Effect.gen(function*() {
+      const t = yield* start()
+      t.last().accept()
+      t.last().push(welcome(1, 100))
+      t.last().push({ type: "headline", text: "a newer server's message", seq: 2 })
+      t.last().push(update(2, 101))
+      yield* settle
+      expect(t.markets.map((m) => m.seq)).toEqual([1, 2])
+      expect(t.client.status().lastError).toBeUndefined()
+      expect(t.last().sentTypes()).toEqual([])
+      t.last().push({ type: "dashboard_update", seq: "three" })
+      yield* settle
+      expect(t.client.status().lastError).toMatch(/^unreadable frame from the server/)
+      expect(t.client.status().state).toBe("live")
+      t.client.close()
     }))
 })
