@@ -35,6 +35,11 @@ export const settings: ReadonlyArray<Setting> = [
   { name: "TLS_CERT", default: "unset", description: "PEM certificate; with TLS_KEY serves https and wss" },
   { name: "TLS_KEY", default: "unset", description: "PEM private key; with TLS_CERT serves https and wss" },
   { name: "ALLOWED_ORIGINS", default: "unset (any origin)", description: "Comma-separated browser origins allowed to open /ws" },
+  {
+    name: "FRAME_ANCESTORS",
+    default: "'self'",
+    description: "Space-separated origins that may show / and /embed in a frame (CSP frame-ancestors), e.g. 'self' https://ha.example.com"
+  },
   { name: "DEMO", default: "false", description: "Serve a simulated market feed instead of calling upstream" },
   { name: "LOG_LEVEL", default: "info", description: "trace, debug, info, warn (or warning), error, fatal or off; any case" },
   { name: "LOG_FORMAT", default: "pretty", description: "pretty, or json for one object a line" },
@@ -147,6 +152,33 @@ const idList = (name: string, fallback: string, max: number, what: { readonly on
     name
   )
 
+/**
+ * One source of a CSP `frame-ancestors` list (MDN, "CSP: frame-ancestors"): `'self'`, `'none'`, a
+ * scheme (`https:`) or a host with an optional scheme, port and path (`https://*.example.com:8443`).
+ */
+const FRAME_SOURCE = /^(?:'self'|'none'|[a-z][a-z0-9+.-]*:|(?:[a-z][a-z0-9+.-]*:\/\/)?(?:\*|(?:\*\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::(?:\d{1,5}|\*))?(?:\/[^\s;,'"]*)?)$/i
+
+/**
+ * `FRAME_ANCESTORS`: the origins that may frame the pages, as the header's source list. Checked
+ * here, because a `;` would add a directive of its own and a comma makes one invalid source.
+ */
+const frameAncestors = Config.nested(
+  Config.string().pipe(
+    Config.withDefault("'self'"),
+    Config.mapOrFail((raw) => {
+      const sources = raw.trim().split(/\s+/).filter((s) => s.length > 0)
+      const invalid = (message: string) => Either.left(ConfigError.InvalidData([], message))
+      if (sources.length === 0) return invalid("is empty; use 'none' to forbid every frame")
+      if (raw.includes(",")) return invalid(`${JSON.stringify(raw)}: origins are separated by spaces, not commas`)
+      const bad = sources.find((s) => !FRAME_SOURCE.test(s))
+      if (bad !== undefined) return invalid(`${JSON.stringify(bad)} is not an origin, a scheme, 'self' or 'none'`)
+      if (sources.includes("'none'") && sources.length > 1) return invalid("'none' cannot be listed with other sources")
+      return Either.right(sources.join(" "))
+    })
+  ),
+  "FRAME_ANCESTORS"
+)
+
 export const LogFormat = Config.literal("pretty", "json")("LOG_FORMAT").pipe(Config.withDefault("pretty" as const))
 
 const appConfig = Config.all({
@@ -188,6 +220,7 @@ const appConfig = Config.all({
       Config.map((s) => s.split(",").map((o) => o.trim()).filter((o) => o.length > 0))
     )
   ),
+  frameAncestors,
   logLevel,
   logFormat: LogFormat,
   maxConnections: Config.option(intAtLeast("MAX_CONNECTIONS", 1)),

@@ -15,7 +15,7 @@ import { LoggingLive } from "./Logging.js"
 import { DemoMarketDataLive } from "./market/Demo.js"
 import { UpstreamMarketDataFetchLive } from "./market/Upstream.js"
 import { MetricsExporter } from "./metrics/MetricsExporter.js"
-import { History, HistoryRecorder } from "./history/History.js"
+import { History } from "./history/History.js"
 import { Broadcaster } from "./realtime/Broadcaster.js"
 import { Server } from "./realtime/Server.js"
 import { MarketState } from "./state/MarketState.js"
@@ -35,7 +35,7 @@ const ClusterLive = Layer.unwrapEffect(
     }))
 )
 
-// Readers of the market state (Broadcaster, history, alerts) are built before the Updater writes to it.
+// Readers of the market state (the Broadcaster, alerts) are built before the Updater writes to it.
 const ServerLive = Server.Default.pipe(
   Layer.provide(ApiHandlers.Default),
   Layer.provide(MetricsExporter.Default),
@@ -43,7 +43,7 @@ const ServerLive = Server.Default.pipe(
   Layer.provide(MarketDataLive),
   Layer.provideMerge(Alerts.Default),
   Layer.provide(AlertStoreLive),
-  Layer.provideMerge(Layer.merge(Broadcaster.DefaultWithoutDependencies, HistoryRecorder)),
+  Layer.provideMerge(Broadcaster.DefaultWithoutDependencies),
   Layer.provideMerge(History.Default),
   Layer.provideMerge(MarketState.DefaultWithoutDependencies),
   Layer.provideMerge(CacheManager.Default),

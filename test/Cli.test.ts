@@ -119,6 +119,15 @@ describe("configuration from the environment and flags", () => {
       expect((yield* configFrom(["--currencies", "jpy"], { CURRENCIES: "usd" })).currencies).toEqual(["jpy"])
     }))
 
+  it.effect("lets only the page's own origin frame it by default; FRAME_ANCESTORS lists others, space-separated", () =>
+    Effect.gen(function*() {
+      expect((yield* configFrom([], {})).frameAncestors).toBe("'self'")
+      const listed = yield* configFrom([], { FRAME_ANCESTORS: "  'self'   https://ha.example.com:8123 https://*.grafana.net http://[::1]:3000 " })
+      expect(listed.frameAncestors).toBe("'self' https://ha.example.com:8123 https://*.grafana.net http://[::1]:3000")
+      expect((yield* configFrom(["--frame-ancestors", "'none'"], { FRAME_ANCESTORS: "'self'" })).frameAncestors).toBe("'none'")
+      expect((yield* configFrom([], { FRAME_ANCESTORS: "https:" })).frameAncestors).toBe("https:")
+    }))
+
   it.effect("accepts 250 assets and 10 currencies, the most allowed", () =>
     Effect.gen(function*() {
       const assets = Array.from({ length: 250 }, (_, i) => `coin-${i}`)
@@ -250,6 +259,9 @@ describe("dashcast process", () => {
       ["MAX_CONNECTIONS=0", [], { MAX_CONNECTIONS: "0" }, "MAX_CONNECTIONS"],
       ["LOG_LEVEL=verbose", [], { LOG_LEVEL: "verbose" }, "LOG_LEVEL"],
       ["TLS_CERT without TLS_KEY", [], { TLS_CERT: "/nonexistent/cert.pem" }, "TLS_CERT"],
+      ["FRAME_ANCESTORS with commas", [], { FRAME_ANCESTORS: "https://a.example,https://b.example" }, "FRAME_ANCESTORS"],
+      ["FRAME_ANCESTORS with another directive", [], { FRAME_ANCESTORS: "'self'; script-src *" }, "FRAME_ANCESTORS"],
+      ["--frame-ancestors 'none' with an origin", ["--frame-ancestors", "'none' https://a.example"], {}, "FRAME_ANCESTORS"],
       ["WEBHOOK_RETRY_DELAY=0 seconds", [], { WEBHOOK_RETRY_DELAY: "0 seconds" }, "WEBHOOK_RETRY_DELAY"],
       ["WEBHOOK_RETRY_DELAY=2 minutes", [], { WEBHOOK_RETRY_DELAY: "2 minutes" }, "WEBHOOK_RETRY_DELAY"],
       ["--webhook-retry-delay soon", ["--webhook-retry-delay", "soon"], {}, "WEBHOOK_RETRY_DELAY"],

@@ -18,6 +18,8 @@ import { createHash, timingSafeEqual } from "node:crypto"
 import { CacheManager } from "../cache/CacheManager.js"
 import { AppConfig } from "../Config.js"
 import { History } from "../history/History.js"
+import { HISTORY_RANGES } from "../history/HistoryPoint.js"
+import type { HistoryStoreError } from "../history/HistoryStore.js"
 import { currencyView, type MarketSnapshot } from "../market/Watchlist.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { MetricsExporter } from "../metrics/MetricsExporter.js"
@@ -87,16 +89,40 @@ const MarketLive = HttpApiBuilder.group(DashcastApi, "market", (handlers) =>
     const state = yield* MarketState
     const history = yield* History
     const currencies = new Set(config.currencies)
+    const assets = new Set(config.assets)
     const [defaultCurrency] = config.currencies
+    const [defaultAsset] = config.assets
     const noStore = withResponseHeader("cache-control", "no-store")
+
+    const checkCurrency = (given: string | undefined) => {
+      const currency = given ?? defaultCurrency
+      return currencies.has(currency)
+        ? Effect.succeed(currency)
+        : Effect.fail(new BadRequest({ error: `unknown currency ${JSON.stringify(currency)}; this server has ${config.currencies.join(", ")}` }))
+    }
+    const checkAsset = (given: string | undefined) => {
+      const asset = given ?? defaultAsset
+      return assets.has(asset)
+        ? Effect.succeed(asset)
+        : Effect.fail(new BadRequest({ error: `unknown asset ${JSON.stringify(asset)}; this server watches ${config.assets.join(", ")}` }))
+    }
+    const checkRange = (given: string | undefined) => {
+      const range = HISTORY_RANGES.find((r) => r === (given ?? "24h"))
+      return range !== undefined
+        ? Effect.succeed(range)
+        : Effect.fail(new BadRequest({ error: `unknown range ${JSON.stringify(given)}; one of ${HISTORY_RANGES.join(", ")}` }))
+    }
+    /** The history store cannot be reached: the client may try again soon. */
+    const historyUnavailable = (error: HistoryStoreError) =>
+      Effect.zipRight(
+        withResponseHeader("retry-after", "5"),
+        Effect.fail(new Unavailable({ error: `price history unavailable: ${error.message}`, retry_after: 5 }))
+      )
 
     return handlers
       .handle("dashboard", ({ urlParams }) =>
         Effect.gen(function*() {
-          const currency = urlParams.currency ?? defaultCurrency
-          if (!currencies.has(currency)) {
-            return yield* new BadRequest({ error: `unknown currency ${JSON.stringify(currency)}; this server has ${config.currencies.join(", ")}` })
-          }
+          const currency = yield* checkCurrency(urlParams.currency)
           const view = yield* state.view
           const status = yield* state.status
           if (Option.isNone(view)) {
@@ -139,7 +165,22 @@ const MarketLive = HttpApiBuilder.group(DashcastApi, "market", (handlers) =>
             })
           }
         }))
-      .handle("history", () => Effect.zipRight(noStore, history.list.pipe(Effect.map((points) => ({ points })))))
+      .handle("history", ({ urlParams }) =>
+        Effect.gen(function*() {
+          const asset = yield* checkAsset(urlParams.asset)
+          const currency = yield* checkCurrency(urlParams.currency)
+          const range = yield* checkRange(urlParams.range)
+          const points = yield* history.series(asset, currency, range).pipe(Effect.catchTag("HistoryStoreError", historyUnavailable))
+          yield* noStore
+          return { asset, currency, range, points }
+        }))
+      .handle("sparklines", ({ urlParams }) =>
+        Effect.gen(function*() {
+          const currency = yield* checkCurrency(urlParams.currency)
+          const series = yield* history.sparklines(config.assets, currency).pipe(Effect.catchTag("HistoryStoreError", historyUnavailable))
+          yield* noStore
+          return { currency, range: "24h" as const, series }
+        }))
   }))
 
 const AdminLive = HttpApiBuilder.group(DashcastApi, "admin", (handlers) =>

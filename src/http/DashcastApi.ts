@@ -8,7 +8,7 @@
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { Condition, DeliveryAttempt } from "../alerts/AlertRule.js"
-import { HistoryResponse } from "../history/HistoryPoint.js"
+import { HISTORY_RANGES, HistoryResponse, SparklinesResponse } from "../history/HistoryPoint.js"
 import { ViewFields } from "../realtime/Protocol.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -52,7 +52,7 @@ export class Unavailable extends Schema.TaggedError<Unavailable>()("Unavailable"
   retry_after: Schema.optional(Schema.Int.pipe(Schema.positive()))
 }, HttpApiSchema.annotations({
   status: 503,
-  description: "No market data yet (the first round is in progress or failing)"
+  description: "No market data yet (the first round is in progress or failing); for the history: its store (L2) cannot be reached"
 })) {}
 
 export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("StoreUnavailable", { error: Schema.String }, HttpApiSchema.annotations({
@@ -63,12 +63,21 @@ export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("St
 // ---------------------------------------------------------------------------------------------
 // Bodies
 
-/** `?currency=`: one of the server's CURRENCIES; repeated, the first counts (as on `/ws`). */
-const CurrencyParam = Schema.transform(Schema.Union(Schema.String, Schema.NonEmptyArray(Schema.String)), Schema.String, {
+/** A query parameter given once; repeated, the first counts (as `?currency=` on `/ws`). */
+const FirstParam = Schema.transform(Schema.Union(Schema.String, Schema.NonEmptyArray(Schema.String)), Schema.String, {
   strict: true,
   decode: (given) => (typeof given === "string" ? given : given[0]),
-  encode: (currency) => currency
-}).annotations({ description: "One of the server's CURRENCIES; the first by default", examples: ["usd"] })
+  encode: (value) => value
+})
+
+/** `?currency=`: one of the server's CURRENCIES. */
+const CurrencyParam = FirstParam.annotations({ description: "One of the server's CURRENCIES; the first by default", examples: ["usd"] })
+
+/** `?asset=`: one of the server's ASSETS. Checked by the handler, so an unknown one is a `BadRequest` like a currency. */
+const AssetParam = FirstParam.annotations({ description: "One of the server's ASSETS (a CoinGecko coin id); the first by default", examples: ["ethereum"] })
+
+/** `?range=`: checked by the handler, so an unknown one is a `BadRequest` naming the ranges there are. */
+const RangeParam = FirstParam.annotations({ description: `One of ${HISTORY_RANGES.join(", ")}; 24h by default`, examples: ["7d"] })
 
 export const DashboardResponse = Schema.Struct({
   ...ViewFields,
@@ -192,8 +201,26 @@ export const MarketGroup = HttpApiGroup.make("market", { topLevel: true })
   )
   .add(
     HttpApiEndpoint.get("history", "/api/history")
+      .setUrlParams(Schema.Struct({
+        asset: Schema.optional(AssetParam),
+        currency: Schema.optional(CurrencyParam),
+        range: Schema.optional(RangeParam)
+      }))
       .addSuccess(HistoryResponse)
-      .annotate(OpenApi.Summary, "The chart's points, oldest first")
+      .addError(BadRequest)
+      .addError(Unavailable)
+      .annotate(
+        OpenApi.Summary,
+        "One asset's price history in one currency, oldest first: full from the first round (seeded from the provider), kept across restarts"
+      )
+  )
+  .add(
+    HttpApiEndpoint.get("sparklines", "/api/sparklines")
+      .setUrlParams(Schema.Struct({ currency: Schema.optional(CurrencyParam) }))
+      .addSuccess(SparklinesResponse)
+      .addError(BadRequest)
+      .addError(Unavailable)
+      .annotate(OpenApi.Summary, "Every watched asset's last 24 hours in one currency, hourly: the watchlist's small charts in one request")
   )
 
 // Not top-level: the client's type of a union of top-level groups with different errors is empty.

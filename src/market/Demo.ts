@@ -6,11 +6,15 @@
  */
 import { Clock, DateTime, Effect, Layer, Option } from "effect"
 import { AppConfig } from "../Config.js"
-import { MarketData } from "./MarketData.js"
+import { MarketData, type PriceSeed } from "./MarketData.js"
 import { wilderRsi } from "./Rsi.js"
 import { AssetInfo, type AssetId, type Currency, FearGreed, MarketTotals, MarketView, Quote, StaleParts } from "./Watchlist.js"
 
 const DAILY_CLOSES = 60
+const HOUR_MS = 60 * 60 * 1000
+const DAY_MS = 24 * HOUR_MS
+/** Hourly prices over the last 7 days, as CoinGecko's `sparkline_in_7d`. */
+const SPARKLINE_POINTS = 168
 
 interface Profile {
   readonly name: string
@@ -134,6 +138,53 @@ const stepWalk = (walk: AssetWalk, profile: Profile, next: () => number): AssetW
   return { usd, open24h, volumeShare, closes: [...walk.closes.slice(0, -1), usd] }
 }
 
+/**
+ * When each simulated daily close was (epoch ms), as CoinGecko's `market_chart` places them: the
+ * closes at 00:00 UTC of the days up to today, the last one (today's intraday price) at `now`.
+ */
+const closeTimes = (count: number, now: number): ReadonlyArray<number> => {
+  const startOfToday = Math.floor(now / DAY_MS) * DAY_MS
+  return Array.from({ length: count }, (_, i) => (i === count - 1 ? now : startOfToday - (count - 2 - i) * DAY_MS))
+}
+
+/**
+ * A 7-day hourly sparkline that agrees with the walk's daily closes (US dollars): between two
+ * closes the price follows a random bridge of hourly steps pinned to both, so the last point is
+ * the current price and each day's path passes through that day's close.
+ */
+const sparklineOf = (closes: ReadonlyArray<number>, now: number, sigma: number, next: () => number): ReadonlyArray<readonly [number, number]> => {
+  const times = closeTimes(closes.length, now)
+  const hourSigma = sigma / Math.sqrt(24)
+  const points: Array<readonly [number, number]> = []
+  let segment = -1
+  let walk: Array<number> = []
+  for (let k = 0; k < SPARKLINE_POINTS; k++) {
+    const t = now - (SPARKLINE_POINTS - 1 - k) * HOUR_MS
+    // The closes around t: times[j] < t <= times[j + 1].
+    let j = times.findIndex((time, i) => time < t && t <= (times[i + 1] ?? Number.POSITIVE_INFINITY))
+    if (j < 0) j = 0
+    if (j !== segment) {
+      // A fresh bridge for each day: hourly steps to the next close, drift removed so it ends at 0.
+      segment = j
+      const from = times[j] ?? now
+      const to = times[j + 1] ?? now
+      const steps = Math.max(1, Math.ceil((to - from) / HOUR_MS))
+      let w = 0
+      walk = Array.from({ length: steps + 1 }, (_, i) => (i === 0 ? 0 : (w += gaussian(next, hourSigma))))
+    }
+    const from = times[j] ?? now
+    const to = times[j + 1] ?? now
+    const a = closes[j] ?? 1
+    const b = closes[j + 1] ?? a
+    const frac = to > from ? (t - from) / (to - from) : 1
+    const steps = walk.length - 1
+    const position = Math.min(steps, Math.round(frac * steps))
+    const bridged = (walk[position] ?? 0) - frac * (walk[steps] ?? 0)
+    points.push([t, Math.exp(Math.log(a) + frac * (Math.log(b) - Math.log(a)) + bridged)])
+  }
+  return points
+}
+
 /** Fear & Greed labels as alternative.me words them. */
 const fearGreedLabel = (value: number): string =>
   value <= 24 ? "Extreme Fear" : value <= 46 ? "Fear" : value <= 54 ? "Neutral" : value <= 75 ? "Greed" : "Extreme Greed"
@@ -160,10 +211,62 @@ export const makeDemoMarketData = (seed: number) =>
       }
     }
 
-    const fetch = Effect.fn("MarketData.fetch")(function*(_previous: Option.Option<MarketView>) {
+    /**
+     * What the live client hands the price history on its first round: every series' 7-day hourly
+     * sparkline and every asset's daily closes in the first currency, made from the walk (with a
+     * generator of their own, so that the walk is the same with or without them).
+     */
+    const seedsOf = (current: DemoState, now: number): ReadonlyArray<PriceSeed> => {
+      const [firstCurrency] = config.currencies
+      const seeds: Array<PriceSeed> = []
+      for (const [id, walk] of current.walks) {
+        const profile = profiles.get(id) ?? profileOf(id)
+        const usd = sparklineOf(walk.closes, now, profile.sigma, seeded(seed ^ Math.floor(hash01(id) * 4_294_967_296)))
+        for (const currency of config.currencies) {
+          const ratio = ratioOf(currency)
+          seeds.push({ kind: "sparkline", asset: id, currency, points: usd.map(([t, p]) => [t, significant(p * ratio, 8)] as const) })
+        }
+        const times = closeTimes(walk.closes.length, now)
+        const ratio = ratioOf(firstCurrency)
+        seeds.push({
+          kind: "closes",
+          asset: id,
+          currency: firstCurrency,
+          // The last close is today's intraday price: the live quote has it.
+          points: walk.closes.slice(0, -1).map((usdClose, i) => [times[i] ?? now, significant(usdClose * ratio, 8)] as const)
+        })
+      }
+      return seeds
+    }
+    let seedsHanded = false
+
+    /**
+     * A restart goes on from the prices it had: the first round scales each walk to the previous
+     * snapshot's price (kept in the cache), so that the history it recorded has no jump in it.
+     */
+    const resumeFrom = (previous: MarketView) => {
+      const [firstCurrency] = config.currencies
+      const ratio = ratioOf(firstCurrency)
+      const walks = new Map(state.walks)
+      for (const [id, walk] of state.walks) {
+        const price = previous.quotes[firstCurrency]?.[id]?.price
+        if (price === undefined) continue
+        const factor = price / ratio / walk.usd
+        walks.set(id, { ...walk, usd: walk.usd * factor, open24h: walk.open24h * factor, closes: walk.closes.map((c) => c * factor) })
+      }
+      state = { ...state, walks }
+    }
+    let resumed = false
+
+    const fetch = Effect.fn("MarketData.fetch")(function*(previous: Option.Option<MarketView>) {
+      if (!resumed) {
+        resumed = true
+        Option.map(previous, resumeFrom)
+      }
       state = step(state)
       const current = state
-      const now = DateTime.unsafeMake(yield* Clock.currentTimeMillis)
+      const nowMillis = yield* Clock.currentTimeMillis
+      const now = DateTime.unsafeMake(nowMillis)
       const quotes: Record<Currency, Record<AssetId, Quote>> = {}
       const totals: Record<Currency, MarketTotals> = {}
       for (const currency of config.currencies) {
@@ -188,6 +291,8 @@ export const makeDemoMarketData = (seed: number) =>
           total_volume: Math.round(current.totalUsd * ratio * 0.035)
         })
       }
+      const seeds = seedsHanded ? undefined : seedsOf(current, nowMillis)
+      seedsHanded = true
       const rsi: Record<AssetId, number> = {}
       for (const [id, walk] of current.walks) {
         // Sixty simulated closes always give an RSI; none would be a bug, not a value to invent.
@@ -207,7 +312,8 @@ export const makeDemoMarketData = (seed: number) =>
           stale: StaleParts.none
         }),
         failure: Option.none(),
-        problems: []
+        problems: [],
+        ...(seeds === undefined ? {} : { seeds })
       }
     })
     return MarketData.of({ fetch, blockedFor: Effect.succeed(Option.none()) })

@@ -4,7 +4,7 @@
  * wrong and whose `target` says which currency or asset the call was for.
  */
 import { Context, Data, Duration, Effect, Option } from "effect"
-import type { MarketView } from "./Watchlist.js"
+import type { AssetId, Currency, MarketView } from "./Watchlist.js"
 
 /** The upstream calls (docs/ARCHITECTURE.md, "Upstream calls"), named in errors, logs and metrics. */
 export type Endpoint = "coins_markets" | "global" | "market_chart" | "fear_greed"
@@ -67,6 +67,19 @@ const describeReason = UpstreamReason.$match({
 })
 
 /**
+ * Prices the provider already had before this round, handed to the price history so that its
+ * charts are full from the first round (docs/ARCHITECTURE.md, "Price history"): `[epoch ms, price]`,
+ * oldest first. `sparkline` is CoinGecko's 7-day hourly sparkline of one asset in one currency;
+ * `closes` are an asset's daily closes, which are fetched in the first currency only.
+ */
+export interface PriceSeed {
+  readonly kind: "sparkline" | "closes"
+  readonly asset: AssetId
+  readonly currency: Currency
+  readonly points: ReadonlyArray<readonly [number, number]>
+}
+
+/**
  * One round. The view is merged with the previous one: what a failed call feeds keeps its last
  * good value and is named in `view.stale`; what never had a good value is absent. `failure` is the
  * most telling failed call, set when the schedule must count the round as failed. A call not sent
@@ -77,6 +90,11 @@ export interface MarketFetch {
   readonly view: MarketView
   readonly failure: Option.Option<UpstreamError>
   readonly problems: ReadonlyArray<UpstreamError>
+  /**
+   * Seeds for the price history: each series' sparkline on the first round that brings it, each
+   * asset's closes when they are new to this process. Absent when there are none.
+   */
+  readonly seeds?: ReadonlyArray<PriceSeed>
 }
 
 export class MarketData extends Context.Tag("dashcast/MarketData")<MarketData, {

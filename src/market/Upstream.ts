@@ -3,7 +3,9 @@
  * call per currency for every watched asset at once, one `/global`, alternative.me's index only
  * when a new value exists, and a few daily-closes calls for RSI (each asset's at most once an hour).
  * Every body is read with a size cap and decoded with a Schema into values or one typed
- * `UpstreamError`; a failed call keeps the last good values of exactly what it feeds.
+ * `UpstreamError`; a failed call keeps the last good values of exactly what it feeds. It also
+ * hands the price history what the provider already had: each series' 7-day sparkline once, each
+ * asset's daily closes when new.
  */
 import { FetchHttpClient, Headers, HttpClient, HttpClientRequest } from "@effect/platform"
 import type { HttpClientError, HttpClientResponse } from "@effect/platform"
@@ -30,8 +32,17 @@ import { CacheManager, cacheKey } from "../cache/CacheManager.js"
 import { AppConfig } from "../Config.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { VERSION } from "../Version.js"
-import { type Endpoint, type MarketFetch, MarketData, type Provider, providerOf, UpstreamError, UpstreamReason } from "./MarketData.js"
-import { FearGreedBody, GlobalBody, MarketChartBody, MarketsBody, MarketsRow, RowId, Totals } from "./Upstream/Bodies.js"
+import {
+  type Endpoint,
+  type MarketFetch,
+  MarketData,
+  type PriceSeed,
+  type Provider,
+  providerOf,
+  UpstreamError,
+  UpstreamReason
+} from "./MarketData.js"
+import { FearGreedBody, GlobalBody, MarketChartBody, MarketsBody, MarketsRow, RowId, SparklinePrices, Totals } from "./Upstream/Bodies.js"
 import { ChartEntry, chartsPerRound, liveRsi, nextDueAfter, planCharts } from "./Upstream/Charts.js"
 import { waitAskedFor } from "./Upstream/RateLimit.js"
 import {
@@ -61,6 +72,8 @@ const FEAR_GREED_REFRESH_MS = 60 * 60 * 1000
  */
 const KEYLESS_CALLS_PER_MINUTE = 10
 const KEYED_CALLS_PER_MINUTE = 30
+const HOUR_MS = 60 * 60 * 1000
+const DAY_MS = 24 * HOUR_MS
 
 /** Each asset's daily closes, kept so that a restart or a new leader does not fetch them all again. */
 const closesKey = (asset: AssetId) => cacheKey(`market:closes:${asset}`, ChartEntry, "2 days")
@@ -340,6 +353,36 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
   /** Quotes answered with a row that did not decode, logged once until they decode again. */
   const badRows = new Set<string>()
   let fearGreedDueAt = Number.NEGATIVE_INFINITY
+  /** Series (`currency/asset`) whose sparkline this process has handed to the price history. */
+  const sparklineSeeded = new Set<string>()
+  /** The fetch time of each asset's closes this process has handed to the price history. */
+  const closesSeededAt = new Map<AssetId, number>()
+
+  /**
+   * A series' 7-day sparkline as history points: hourly prices, the last one at the quote's time
+   * (CoinGecko gives no times; its sparkline is hourly and ends about now). Once per series and
+   * process: later rounds extend the history with live prices. A sparkline that does not decode is
+   * logged once and the series' history starts with the live prices.
+   */
+  const sparklineSeed = (currency: Currency, row: MarketsRow, end: number) =>
+    Effect.gen(function*() {
+      const key = `${currency}/${row.id}`
+      if (sparklineSeeded.has(key)) return Option.none<PriceSeed>()
+      sparklineSeeded.add(key)
+      const decoded = Schema.decodeUnknownEither(SparklinePrices)(row.sparkline_in_7d?.price ?? [])
+      if (Either.isLeft(decoded)) {
+        yield* Effect.logInfo(`coins_markets(${currency}): no usable 7-day sparkline for ${row.id} (${describeParseError(decoded.left)}); its history starts with the live prices`)
+          .pipe(Effect.annotateLogs({ currency, asset: row.id }))
+        return Option.none<PriceSeed>()
+      }
+      const prices = decoded.right
+      return Option.some<PriceSeed>({
+        kind: "sparkline",
+        asset: row.id,
+        currency,
+        points: prices.map((price, i) => [end - (prices.length - 1 - i) * HOUR_MS, price] as const)
+      })
+    })
 
   yield* Effect.forEach(
     assets,
@@ -512,6 +555,7 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
     // Quotes, per currency and asset.
     const quotes: Record<Currency, Record<AssetId, Quote>> = {}
     const infos = new Map<AssetId, AssetInfo>()
+    const seeds: Array<PriceSeed> = []
     for (const [currency, result] of answers.markets) {
       const before = prev?.quotes[currency] ?? {}
       if (Either.isLeft(result)) {
@@ -529,6 +573,8 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
         if (row !== undefined) {
           if (badRows.delete(rowKey)) yield* Effect.logInfo("quote decodes again").pipe(Effect.annotateLogs({ currency, asset }))
           infos.set(asset, AssetInfo.make({ id: asset, symbol: row.symbol, name: row.name }))
+          const lastUpdated = row.last_updated ?? fetchedAt
+          seeds.push(...Option.toArray(yield* sparklineSeed(currency, row, Math.min(now, DateTime.toEpochMillis(lastUpdated)))))
           // The row was decoded with the same bounds: no need to check its values twice.
           fresh[asset] = Quote.make({
             price: row.current_price,
@@ -536,7 +582,7 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
             // CoinGecko writes 0 for a market cap it does not know.
             market_cap: row.market_cap === 0 ? null : row.market_cap,
             volume_24h: row.total_volume,
-            last_updated: row.last_updated ?? fetchedAt,
+            last_updated: lastUpdated,
             fetched_at: fetchedAt
           }, true)
           continue
@@ -620,6 +666,15 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
       if (chartFailed.has(asset)) staleRsi.push(asset)
     }
 
+    // Daily closes this process has not handed to the price history yet (fetched now, or read
+    // from L2 at start): in the first currency, up to today's 00:00 UTC (a later point is intraday).
+    const startOfToday = Math.floor(now / DAY_MS) * DAY_MS
+    for (const [asset, entry] of charts) {
+      if ((closesSeededAt.get(asset) ?? Number.NEGATIVE_INFINITY) >= entry.fetched_at) continue
+      closesSeededAt.set(asset, entry.fetched_at)
+      seeds.push({ kind: "closes", asset, currency: firstCurrency, points: entry.closes.filter(([t]) => t <= startOfToday) })
+    }
+
     problems.push(...chartProblems)
     const answered = answers.markets.some(([, r]) => Either.isRight(r)) || Either.isRight(answers.global) ||
       Option.exists(answers.fearGreed, Either.isRight) || chartResults.some(([, r]) => Either.isRight(r))
@@ -656,7 +711,8 @@ export const makeUpstreamMarketData = Effect.gen(function*() {
     return {
       view,
       failure: Arr.isNonEmptyReadonlyArray(failed) ? Option.some(mostTelling(failed)) : Option.none(),
-      problems
+      problems,
+      seeds
     } satisfies MarketFetch
   }, Effect.annotateLogs({ service: "Upstream" }))
 

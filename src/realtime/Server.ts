@@ -1,18 +1,19 @@
 /**
  * The Bun edge: one scoped service that owns `Bun.serve`. Native `websocket` callbacks and
  * `server.publish` do the fan-out, and every frame published on a topic also goes to that topic's
- * Server-Sent Events streams (`/api/stream`, EventStreams.ts); the Effect HTTP app answers every
- * other request. WebSockets and event streams share one connection budget. Closing the scope stops
- * accepting, closes every socket with 1001, ends every stream and stops the server.
+ * Server-Sent Events streams (`/api/stream`, EventStreams.ts); the pages are served from their
+ * bundles (`Pages`), and the Effect HTTP app answers every other request. WebSockets and event
+ * streams share one connection budget. Closing the scope stops accepting, closes every socket with
+ * 1001, ends every stream and stops the server.
  */
 import { HttpApp, HttpMiddleware } from "@effect/platform"
 import type { Server as BunServer, ServerWebSocket } from "bun"
 import { Data, Duration, Effect, FiberSet, LogLevel, Option, Redacted, Schedule } from "effect"
 import { AppConfig } from "../Config.js"
 import { ApiHandlers } from "../http/ApiHandlers.js"
+import { Pages } from "../http/Pages.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { MarketState } from "../state/MarketState.js"
-import dashboardPage from "../web/index.html"
 import { Broadcaster, topicOf } from "./Broadcaster.js"
 import { makeEventStreams } from "./EventStreams.js"
 import { describeProblem, encodeServerMessage, parseClientFrame } from "./Protocol.js"
@@ -67,11 +68,13 @@ export class ServerStartError extends Data.TaggedError("ServerStartError")<{
 }
 
 export class Server extends Effect.Service<Server>()("dashcast/Server", {
+  dependencies: [Pages.Default],
   scoped: Effect.gen(function*() {
     const config = yield* AppConfig
     const broadcaster = yield* Broadcaster
     const state = yield* MarketState
     const api = yield* ApiHandlers
+    const pages = yield* Pages
     const runFork = yield* FiberSet.makeRuntime<never>()
     // Every API request is logged (method, path, status); probes and scrapes opt out in ApiHandlers.
     const handleHttp = HttpApp.toWebHandlerRuntime(yield* Effect.runtime<never>())(api.app, HttpMiddleware.logger)
@@ -291,7 +294,7 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
         return Response.json({ error: "expected a WebSocket upgrade" }, { status: 426 })
       }
       if (url.pathname === "/api/stream") return openStream(request, server)
-      return handleHttp(request)
+      return pages.serve(request, url.pathname) ?? handleHttp(request)
     }
 
     const server = yield* Effect.acquireRelease(
@@ -303,8 +306,7 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
             ...(Option.isSome(config.tlsCert) && Option.isSome(config.tlsKey)
               ? { tls: { cert: Redacted.value(config.tlsCert.value.pem), key: Redacted.value(config.tlsKey.value.pem) } }
               : {}),
-            // The dashboard page, bundled into the binary; everything else goes to `fetch`.
-            routes: { "/": dashboardPage },
+            // The pages are served by `fetch` too (Pages.ts), with headers Bun's HTML routes cannot carry.
             development: false,
             fetch,
             websocket,

@@ -2,12 +2,13 @@
  * Keeps the market fresh: the initial load and background schedule (`Policy`), force updates and
  * stale-while-revalidate refreshes. Every round, whoever asks for it, goes through one coalesced
  * round trip, is published to the market state (which readers such as the Broadcaster follow)
- * and written to the cache.
+ * and written to the cache and the price history, behind the broadcast.
  */
 import { Cause, Clock, Data, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Option, Queue, Ref, Schedule, Stream } from "effect"
 import { CacheManager, cacheKey } from "../cache/CacheManager.js"
 import { Cluster } from "../cluster/Cluster.js"
 import { AppConfig } from "../Config.js"
+import { History } from "../history/History.js"
 import { MarketData, type UpstreamError } from "../market/MarketData.js"
 import { MarketSnapshot } from "../market/Watchlist.js"
 import * as Metrics from "../metrics/Metrics.js"
@@ -57,6 +58,7 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
     const cache = yield* CacheManager
     const state = yield* MarketState
     const cluster = yield* Cluster
+    const history = yield* History
     const minGapMillis = Duration.toMillis(config.minFetchGap)
     const freshnessMillis = Duration.toMillis(config.freshness)
 
@@ -146,6 +148,8 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         yield* endOfTurn
         toCache = Option.some(snapshot)
         yield* Queue.offer(cacheWaiting, undefined)
+        // The instance that made the round records it in the price history (shared by a cluster).
+        yield* history.record(snapshot, fetched.seeds)
         yield* Metrics.updateOutcome(fetched.problems.length > 0 ? "partial" : "success")
         const failure = fetched.failure
         if (Option.isSome(failure)) {

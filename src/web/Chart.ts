@@ -1,5 +1,5 @@
 /**
- * The price chart's geometry: from `{t, price}` points and a box in pixels to SVG path data and
+ * The price charts' geometry: from `{t, price}` points and a box in pixels to SVG path data and
  * axis ticks with round values. Pure, so the page only writes attributes and tests check shapes.
  */
 
@@ -37,10 +37,11 @@ export interface ChartGeometry {
 const SECOND = 1000
 const MINUTE = 60 * SECOND
 const HOUR = 60 * MINUTE
+const DAY = 24 * HOUR
 const TIME_STEPS = [
   SECOND, 2 * SECOND, 5 * SECOND, 10 * SECOND, 15 * SECOND, 30 * SECOND,
   MINUTE, 2 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE,
-  HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, 24 * HOUR
+  HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY, 3 * DAY, 7 * DAY, 14 * DAY
 ]
 
 /** A round step (1, 2, 2.5 or 5 times a power of ten) that splits `span` into about `count` parts. */
@@ -109,4 +110,48 @@ export const layoutChart = (
   const xTicks = multiples(tMin + offset, tMax + offset, tStep).map((local) => ({ value: local - offset, at: round(x(local - offset)) }))
 
   return { line, area, last: { x: round(x(lastPoint.t)), y: round(y(lastPoint.price)) }, yTicks, xTicks, xStep: tStep, low, high }
+}
+
+/**
+ * A small chart's line (a watchlist row, the embedded card): the points stretched over the box,
+ * the price range filling its height less `inset` pixels above and below. Empty with fewer than
+ * two points.
+ */
+export const sparklinePath = (input: ReadonlyArray<ChartPoint>, width: number, height: number, inset = 2): string => {
+  const points = input.filter((p) => Number.isFinite(p.t) && Number.isFinite(p.price))
+  const first = points[0]
+  const last = points[points.length - 1]
+  if (first === undefined || last === undefined || points.length < 2) return ""
+  let low = Number.POSITIVE_INFINITY
+  let high = Number.NEGATIVE_INFINITY
+  for (const p of points) {
+    low = Math.min(low, p.price)
+    high = Math.max(high, p.price)
+  }
+  const span = Math.max(high - low, Math.abs(high) * 1e-6)
+  const tSpan = Math.max(last.t - first.t, 1)
+  const round = (n: number) => Math.round(n * 10) / 10
+  return `M${points.map((p) =>
+    `${round(((p.t - first.t) / tSpan) * width)},${round(inset + (1 - (p.price - low) / span) * (height - 2 * inset))}`
+  ).join("L")}`
+}
+
+/**
+ * A series extended by a live price, the way the server keeps it: a point in the same `step`
+ * bucket as the newest replaces it, a later one is added, an older one changes nothing; points
+ * older than `span` before the newest are dropped. So a chart kept live looks as it would if loaded
+ * again from the server.
+ */
+export const extendSeries = (
+  points: ReadonlyArray<readonly [number, number]>,
+  point: readonly [number, number],
+  step: number,
+  span: number
+): ReadonlyArray<readonly [number, number]> => {
+  const last = points[points.length - 1]
+  if (last !== undefined && point[0] <= last[0]) return points
+  const sameBucket = last !== undefined && Math.floor(last[0] / step) === Math.floor(point[0] / step)
+  const next = sameBucket ? [...points.slice(0, -1), point] : [...points, point]
+  const from = point[0] - span
+  return next[0] !== undefined && next[0][0] >= from ? next : next.filter(([t]) => t >= from)
 }

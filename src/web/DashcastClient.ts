@@ -32,7 +32,7 @@ import { Clock, Effect, Either, Option, Queue, Random } from "effect"
 import type { DashboardSummary, SummaryField } from "../market/DashboardSummary.js"
 import { decodeServerMessage, ServerMessage, type UpdateSource } from "../realtime/Protocol.js"
 import { FetchHttpClient, HttpApiClient } from "@effect/platform"
-import type { HistoryPoint } from "../history/HistoryPoint.js"
+import type { HistoryRange, HistoryResponse, SparklinesResponse } from "../history/HistoryPoint.js"
 import { DashcastApi } from "../http/DashcastApi.js"
 import type { AssetQuote, MarketSide } from "../market/Watchlist.js"
 import type { Condition } from "../alerts/AlertRule.js"
@@ -324,9 +324,30 @@ export const callApi = <A, E>(
     init.signal ? { signal: init.signal } : {}
   )
 
-/** `GET /api/history` of the server at `base`, decoded: the chart's points, oldest first. */
-export const fetchHistory = (base: string | URL, init: { readonly signal?: AbortSignal } = {}): Promise<ReadonlyArray<HistoryPoint>> =>
-  callApi(base, (client) => Effect.map(client.history(), (r) => r.points), init)
+/** Which series `fetchHistory` asks for; the server's first asset, first currency and 24h by default. */
+export interface HistoryQuery {
+  readonly asset?: string
+  readonly currency?: string
+  readonly range?: HistoryRange
+}
+
+/**
+ * `GET /api/history` of the server at `base`, decoded: one asset's `[epoch ms, price]` points in
+ * one currency over a range, oldest first. An unknown asset, currency or range is a `BadRequest`.
+ */
+export const fetchHistory = (
+  base: string | URL,
+  query: HistoryQuery = {},
+  init: { readonly signal?: AbortSignal } = {}
+): Promise<HistoryResponse> => callApi(base, (client) => client.history({ urlParams: query }), init)
+
+/** `GET /api/sparklines` of the server at `base`: every watched asset's last 24 hours in `currency`, hourly. */
+export const fetchSparklines = (
+  base: string | URL,
+  currency?: string,
+  init: { readonly signal?: AbortSignal } = {}
+): Promise<SparklinesResponse> =>
+  callApi(base, (client) => client.sparklines({ urlParams: currency === undefined ? {} : { currency } }), init)
 
 /** The document's visibility and the navigator's network state; `undefined` outside a browser. */
 export const browserSignals = (): PageSignals | undefined => {

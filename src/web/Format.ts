@@ -1,30 +1,94 @@
 /**
- * How the dashboard writes numbers, times and the two indicators' zones. Pure functions, shared by
- * the page and its tests; US English and US dollars throughout, as the data is USD.
+ * How the pages write numbers, times and the two indicators' zones. Pure functions, shared by the
+ * watchlist, the embedded card and their tests. English words and digits throughout; money follows
+ * its currency: its symbol (€, £, ¥, CHF), its usual decimals (none for yen), and enough significant
+ * digits for coins worth a fraction of a unit.
  */
 
 const MINUS = "\u2212"
+const LOCALE = "en-US"
 
-const usd = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 2 })
-const usdWhole = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", maximumFractionDigits: 0 })
-const usdCompact = new Intl.NumberFormat("en-US", {
-  style: "currency",
-  currency: "USD",
-  notation: "compact",
-  minimumSignificantDigits: 3,
-  maximumSignificantDigits: 3
-})
-const percent = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })
-const oneDecimal = new Intl.NumberFormat("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 })
+const percent = new Intl.NumberFormat(LOCALE, { minimumFractionDigits: 2, maximumFractionDigits: 2 })
+const oneDecimal = new Intl.NumberFormat(LOCALE, { minimumFractionDigits: 1, maximumFractionDigits: 1 })
 
-/** `$64,123.45` */
-export const formatPrice = (value: number): string => usd.format(value)
+type MoneyStyle = "whole" | "compact" | "small" | `fixed${number}`
 
-/** `$64,123`, for axis labels. */
-export const formatPriceShort = (value: number): string => usdWhole.format(value)
+const formats = new Map<string, Intl.NumberFormat | undefined>()
 
-/** `$2.35T`, `$85.0B`, `$128B`: three significant digits. */
-export const formatCompactUsd = (value: number): string => usdCompact.format(value)
+/**
+ * The number format of a style in `currency` (a CoinGecko vs-currency such as `usd`, `jpy`, `btc`).
+ * Undefined for a code `Intl` does not take as a currency (`sats`, `bits`): those are written as a
+ * number and the code.
+ */
+const moneyFormat = (currency: string, style: MoneyStyle): Intl.NumberFormat | undefined => {
+  const key = `${currency}/${style}`
+  if (formats.has(key)) return formats.get(key)
+  let format: Intl.NumberFormat | undefined
+  try {
+    format = new Intl.NumberFormat(LOCALE, { style: "currency", currency: currency.toUpperCase(), ...optionsOf(style) })
+  } catch {
+    format = undefined
+  }
+  formats.set(key, format)
+  return format
+}
+
+const optionsOf = (style: MoneyStyle): Intl.NumberFormatOptions => {
+  if (style === "compact") return { notation: "compact", minimumSignificantDigits: 3, maximumSignificantDigits: 3 }
+  if (style === "whole") return { minimumFractionDigits: 0, maximumFractionDigits: 0 }
+  if (style === "small") return { minimumSignificantDigits: 2, maximumSignificantDigits: 4 }
+  const digits = Number(style.slice("fixed".length))
+  return { minimumFractionDigits: digits, maximumFractionDigits: digits }
+}
+
+const plainFormats = new Map<MoneyStyle, Intl.NumberFormat>()
+const plainFormat = (style: MoneyStyle) => {
+  let format = plainFormats.get(style)
+  if (format === undefined) {
+    format = new Intl.NumberFormat(LOCALE, optionsOf(style))
+    plainFormats.set(style, format)
+  }
+  return format
+}
+
+const money = (value: number, currency: string, style: MoneyStyle): string => {
+  const format = moneyFormat(currency, style)
+  return format === undefined ? `${plainFormat(style).format(value)} ${currency.toUpperCase()}` : format.format(value)
+}
+
+/** The currency's usual decimals: 2 for the dollar and the euro, 0 for the yen (2 for codes Intl does not know). */
+const usualDecimals = (currency: string): number => {
+  try {
+    return new Intl.NumberFormat(LOCALE, { style: "currency", currency: currency.toUpperCase() }).resolvedOptions().maximumFractionDigits ?? 2
+  } catch {
+    return 2
+  }
+}
+
+/**
+ * A price as a ticker shows it: `$64,123.45`, `€3,231.12`, `¥9,638,740` (the yen's usual 0
+ * decimals), `¥18.5` (at least three significant digits), `$0.5512`, `$0.00001823` (under one unit:
+ * four significant digits).
+ */
+export const formatPrice = (value: number, currency = "usd"): string => {
+  const magnitude = Math.abs(value)
+  if (magnitude < 1) return money(value, currency, "small")
+  const needed = Math.max(0, 2 - Math.floor(Math.log10(magnitude)))
+  return money(value, currency, `fixed${Math.max(usualDecimals(currency), needed)}`)
+}
+
+/** `$64,123`, `€0.5512`: an axis label, whole units from 100 up. */
+export const formatPriceShort = (value: number, currency = "usd"): string =>
+  Math.abs(value) >= 100 ? money(value, currency, "whole") : formatPrice(value, currency)
+
+/** `$2.35T`, `€85.0B`, `¥408T`: three significant digits. */
+export const formatCompactMoney = (value: number, currency = "usd"): string => money(value, currency, "compact")
+
+/** `$2.35T`: the US dollar case of `formatCompactMoney`. */
+export const formatCompactUsd = (value: number): string => formatCompactMoney(value, "usd")
+
+/** The currency's code as people read it: `USD`, `EUR`, `BTC`. */
+export const currencyCode = (currency: string): string => currency.toUpperCase()
 
 export type Direction = "up" | "down" | "flat"
 
@@ -96,6 +160,12 @@ export const formatCountdown = (millis: number): string => {
   const ss = String(s).padStart(2, "0")
   return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`
 }
+
+/** `Mon 14` (7 days) or `14 Nov` (30 days) in the viewer's time zone: a day on a chart's axis. */
+export const formatDay = (epochMillis: number, withWeekday: boolean): string =>
+  withWeekday
+    ? new Date(epochMillis).toLocaleDateString("en-GB", { weekday: "short", day: "numeric" })
+    : new Date(epochMillis).toLocaleDateString("en-GB", { day: "numeric", month: "short" })
 
 /** `14:05` in the viewer's time zone, 24-hour clock. */
 export const formatClock = (epochMillis: number, withSeconds = false): string =>

@@ -1,44 +1,61 @@
 /**
- * The dashboard page's script: connects with the client SDK, writes each summary into the page,
- * keeps the price chart (history from `/api/history`, then live points), the "updated … ago" clock,
- * the connection badge (which names the fallback transport when WebSockets are blocked) and the
- * stale/upstream banner, and speaks through one polite live region at most once a minute unless
+ * The watchlist page's script: asks the server what it watches, picks the currency and asset to show
+ * (address, then this browser's last choice, then the server's first), connects with the client SDK
+ * and writes every snapshot into the list (price, 24h change, a small chart of the last 24 hours) and
+ * into the selected asset's detail (big price, chart over 24h / 7d / 30d from `/api/history`, kept
+ * live, RSI-14), the market totals and the Fear & Greed gauge. The currency switch moves the open
+ * connection to another currency (`subscribe`), without reconnecting. It keeps the "updated … ago"
+ * clock, the connection badge (which names the fallback transport when WebSockets are blocked) and
+ * the stale/upstream banner, and speaks through one polite live region at most once a minute unless
  * something significant changes.
  */
 import { DateTime } from "effect"
+import type { HistoryRange } from "../history/HistoryPoint.js"
+import { RANGES } from "../history/Tiers.js"
+import type { AssetQuote } from "../market/Watchlist.js"
 import { alertToasts } from "./AlertToast.js"
-import { type ChartPoint, layoutChart } from "./Chart.js"
+import { type ChartPoint, extendSeries, layoutChart, sparklinePath } from "./Chart.js"
 import {
+  callApi,
   connect,
+  type DashcastClient,
   dashboardSocketUrl,
   type DashcastStatus,
   fetchHistory,
-  type SummaryEvent
+  fetchSparklines,
+  type MarketEvent
 } from "./DashcastClient.js"
 import {
+  currencyCode,
   direction,
   FEAR_GREED_BANDS,
   fearGreedBand,
   formatAge,
   formatChange,
   formatClock,
-  formatCompactUsd,
+  formatCompactMoney,
   formatCountdown,
+  formatDay,
   formatPrice,
   formatPriceShort,
   formatRsi,
   RSI_ZONE_LABEL,
   rsiZone
 } from "./Format.js"
+import { addressOf, chooseSelection, parseStored, type Selection, STORAGE_KEY } from "./Selection.js"
+
+type Point = readonly [number, number]
 
 const SVG = "http://www.w3.org/2000/svg"
-const DAY = 24 * 60 * 60 * 1000
 /** Routine announcements at most this often; significant changes sooner, but not in bursts. */
 const ANNOUNCE_EVERY = 60_000
 const ANNOUNCE_SIGNIFICANT_EVERY = 10_000
 const SIGNIFICANT_MOVE = 0.01
-/** The server keeps 2,880; a page open for days keeps a little more of its own. */
-const MAX_POINTS = 5_000
+const SPARK_WIDTH = 64
+const SPARK_HEIGHT = 28
+/** The rows' small charts: the last 24 hours, hourly, as `/api/sparklines` serves them. */
+const SPARK_STEP = 3_600_000
+const SPARK_SPAN = 24 * 3_600_000
 
 const byId = <E extends Element = HTMLElement>(id: string): E => {
   const element = document.getElementById(id)
@@ -48,21 +65,33 @@ const byId = <E extends Element = HTMLElement>(id: string): E => {
 
 const ui = {
   main: byId("dashboard"),
+  pair: byId("pair"),
+  currencySwitch: byId("currency-switch"),
+  currency: byId<HTMLSelectElement>("currency"),
+  watchlistCard: byId("watchlist-card"),
+  watchlist: byId<HTMLUListElement>("watchlist"),
+  watchlistCount: byId("watchlist-count"),
+  priceCard: byId("price-label").closest<HTMLElement>(".card") ?? byId("dashboard"),
+  priceLabel: byId("price-label"),
   price: byId("price"),
   change: byId("change"),
   changeText: byId("change-text"),
+  assetStats: byId("asset-stats"),
+  ranges: [...document.querySelectorAll<HTMLButtonElement>(".range")],
   marketCap: byId("market-cap"),
+  capNote: byId("cap-note"),
   volume: byId("volume"),
+  volumeNote: byId("volume-note"),
   fng: byId("fng"),
   fngClass: byId("fng-class"),
   fngMeter: byId("fng-meter"),
   gaugeBands: byId<SVGGElement>("gauge-bands"),
   gaugeDot: byId<SVGCircleElement>("gauge-dot"),
   rsi: byId("rsi"),
+  rsiHint: byId("rsi-hint"),
   rsiZone: byId("rsi-zone"),
   rsiMeter: byId("rsi-meter"),
   rsiMarker: byId("rsi-marker"),
-  updated: byId("updated"),
   updatedAt: byId<HTMLTimeElement>("updated-at"),
   exact: byId("last-updated-exact"),
   badge: byId("connection"),
@@ -83,78 +112,70 @@ const ui = {
 }
 
 const base = new URL(location.href)
-let latest: SummaryEvent | undefined
+
+/** What the server watches: its currencies, and the assets it quotes (ids, with names once known). */
+let currencies: ReadonlyArray<string> = []
+const names = new Map<string, { readonly name: string; readonly symbol: string }>()
+let assetIds: ReadonlyArray<string> = []
+let selection: Selection = { currency: "", asset: "" }
+let range: HistoryRange = "24h"
+let latest: MarketEvent | undefined
 let status: DashcastStatus | undefined
-let points: Array<ChartPoint & { readonly seq: number }> = []
+let client: DashcastClient | undefined
+/** The rows' small charts, in the selected currency. */
+const sparks = new Map<string, ReadonlyArray<Point>>()
+/** The detail chart: whose, in what, over which range, and its points. */
+let chart: { readonly asset: string; readonly currency: string; readonly range: HistoryRange; readonly points: ReadonlyArray<Point> } | undefined
+let chartState: "loading" | "ready" | "failed" = "loading"
 
-// --- Summary ------------------------------------------------------------------------------------
+const nameOf = (id: string) => names.get(id)?.name ?? id
+const symbolOf = (id: string) => names.get(id)?.symbol ?? ""
+const quoteOf = (id: string): AssetQuote | undefined => latest?.assets.find((a) => a.id === id)
+const timeOf = (quote: AssetQuote) => DateTime.toEpochMillis(quote.last_updated)
 
-const setValue = (element: HTMLElement, text: string, raw: number | string) => {
-  element.textContent = text
-  element.dataset["value"] = String(raw)
-}
+// --- Choosing what to show ----------------------------------------------------------------------
 
-const markStale = (element: HTMLElement, stale: boolean) => {
-  const card = element.closest<HTMLElement>(".card")
-  if (card !== null) card.dataset["stale"] = String(stale)
-}
-
-const flash = (element: HTMLElement, up: boolean) => {
-  element.classList.remove("flash-up", "flash-down")
-  // Restart the animation on the next frame so that consecutive updates each flash.
-  requestAnimationFrame(() => element.classList.add(up ? "flash-up" : "flash-down"))
-}
-
-const renderSummary = (event: SummaryEvent, previous: SummaryEvent | undefined) => {
-  const s = event.summary
-  const stale = new Set<string>(event.staleFields)
-  setValue(ui.price, formatPrice(s.btc_price), s.btc_price)
-  if (previous !== undefined && previous.summary.btc_price !== s.btc_price) flash(ui.price, s.btc_price > previous.summary.btc_price)
-  ui.changeText.textContent = formatChange(s.btc_change_24h)
-  ui.change.dataset["value"] = String(s.btc_change_24h)
-  ui.change.dataset["direction"] = direction(s.btc_change_24h)
-  setValue(ui.marketCap, formatCompactUsd(s.market_cap), s.market_cap)
-  setValue(ui.volume, formatCompactUsd(s.volume_24h), s.volume_24h)
-
-  const band = fearGreedBand(s.fear_greed_index)
-  setValue(ui.fng, String(s.fear_greed_index), s.fear_greed_index)
-  ui.fngClass.textContent = band.label
-  ui.fngClass.dataset["band"] = band.key
-  ui.fngMeter.setAttribute("aria-valuenow", String(s.fear_greed_index))
-  ui.fngMeter.setAttribute("aria-valuetext", `${s.fear_greed_index}, ${band.label}`)
-  const dot = gaugePoint(s.fear_greed_index)
-  ui.gaugeDot.setAttribute("cx", dot.x.toFixed(2))
-  ui.gaugeDot.setAttribute("cy", dot.y.toFixed(2))
-  ui.gaugeDot.style.fill = `var(--band-${band.key})`
-  for (const arc of ui.gaugeBands.querySelectorAll<SVGPathElement>(".band")) {
-    arc.classList.toggle("dim", arc.dataset["band"] !== band.key)
+const storage = (): Storage | undefined => {
+  try {
+    return window.localStorage
+  } catch {
+    // A sandboxed frame or a browser that forbids storage: the address still carries the choice.
+    return undefined
   }
-
-  const zone = rsiZone(s.rsi_14)
-  setValue(ui.rsi, formatRsi(s.rsi_14), s.rsi_14)
-  ui.rsiZone.textContent = RSI_ZONE_LABEL[zone]
-  ui.rsiZone.dataset["zone"] = zone
-  ui.rsiMeter.setAttribute("aria-valuenow", String(s.rsi_14))
-  ui.rsiMeter.setAttribute("aria-valuetext", `${formatRsi(s.rsi_14)}, ${RSI_ZONE_LABEL[zone]}`)
-  ui.rsiMeter.dataset["ready"] = ""
-  ui.rsiMarker.style.left = `${Math.min(100, Math.max(0, s.rsi_14))}%`
-
-  markStale(ui.price, stale.has("btc_price") || stale.has("btc_change_24h"))
-  markStale(ui.marketCap, stale.has("market_cap"))
-  markStale(ui.volume, stale.has("volume_24h"))
-  markStale(ui.fng, stale.has("fear_greed_index"))
-  markStale(ui.rsi, stale.has("rsi_14"))
-
-  const lastUpdated = DateTime.toEpochMillis(s.last_updated)
-  ui.updatedAt.dateTime = DateTime.formatIso(s.last_updated)
-  ui.exact.textContent = `Last price update ${new Date(lastUpdated).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "medium" })}.`
-  ui.main.dataset["seq"] = String(event.seq)
-  ui.main.setAttribute("aria-busy", "false")
-  const arrow = { up: " ▲", down: " ▼", flat: "" }[direction(s.btc_change_24h)]
-  document.title = `${formatPriceShort(s.btc_price)}${arrow} · dashcast`
 }
 
-// --- Chart --------------------------------------------------------------------------------------
+/** The choice goes into the address (so a link shows the same) and into local storage. */
+const remember = () => {
+  history.replaceState(history.state, "", addressOf(location.href, selection))
+  try {
+    storage()?.setItem(STORAGE_KEY, JSON.stringify(selection))
+  } catch {
+    // Storage full or forbidden: the address is enough.
+  }
+}
+
+/** `GET /api/assets`, retried until the server answers: what it watches decides what may be shown. */
+const loadAssets = async () => {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await callApi(base, (api) => api.assets())
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(15_000, 1_000 * 2 ** attempt)))
+    }
+  }
+}
+
+// --- The list -----------------------------------------------------------------------------------
+
+const rows = new Map<string, {
+  readonly button: HTMLButtonElement
+  readonly name: HTMLElement
+  readonly symbol: HTMLElement
+  readonly price: HTMLElement
+  readonly change: HTMLElement
+  readonly changeText: HTMLElement
+  readonly spark: SVGPathElement
+}>()
 
 const svg = <K extends keyof SVGElementTagNameMap>(name: K, attributes: Record<string, string | number>, text?: string) => {
   const element = document.createElementNS(SVG, name)
@@ -162,6 +183,242 @@ const svg = <K extends keyof SVGElementTagNameMap>(name: K, attributes: Record<s
   if (text !== undefined) element.textContent = text
   return element
 }
+
+const element = <K extends keyof HTMLElementTagNameMap>(name: K, className: string, text = "") => {
+  const e = document.createElement(name)
+  e.className = className
+  e.textContent = text
+  return e
+}
+
+const buildRows = (missing: ReadonlyArray<string>) => {
+  ui.watchlist.replaceChildren()
+  rows.clear()
+  for (const id of assetIds) {
+    const button = element("button", "row")
+    button.type = "button"
+    button.dataset["asset"] = id
+    const name = element("span", "row-name", nameOf(id))
+    const symbol = element("span", "row-symbol", symbolOf(id))
+    const sparkSvg = svg("svg", {
+      class: "row-spark",
+      viewBox: `0 0 ${SPARK_WIDTH} ${SPARK_HEIGHT}`,
+      preserveAspectRatio: "none",
+      "aria-hidden": "true",
+      focusable: "false"
+    })
+    const spark = svg("path", { class: "spark", d: "" })
+    sparkSvg.append(spark)
+    const price = element("span", "row-price", "—")
+    const change = element("span", "change row-change")
+    change.dataset["direction"] = "flat"
+    const arrow = element("span", "arrow")
+    arrow.setAttribute("aria-hidden", "true")
+    const changeText = element("span", "change-value", "—")
+    change.append(arrow, changeText)
+    button.append(name, symbol, sparkSvg, price, change)
+    button.addEventListener("click", () => select(id))
+    const item = document.createElement("li")
+    item.append(button)
+    ui.watchlist.append(item)
+    rows.set(id, { button, name, symbol, price, change, changeText, spark })
+  }
+  for (const id of missing) {
+    ui.watchlist.append(element("li", "row-missing", `${id}: not known to the provider`))
+  }
+  ui.watchlistCount.textContent = `${assetIds.length} ${assetIds.length === 1 ? "asset" : "assets"}`
+  markSelected()
+}
+
+const markSelected = () => {
+  for (const [id, row] of rows) row.button.setAttribute("aria-current", String(id === selection.asset))
+}
+
+// Arrow keys move between the rows; Home and End go to the first and the last.
+ui.watchlist.addEventListener("keydown", (event) => {
+  const buttons = [...rows.values()].map((r) => r.button)
+  const at = buttons.findIndex((b) => b === document.activeElement)
+  if (at < 0) return
+  const target = event.key === "ArrowDown"
+    ? buttons[Math.min(buttons.length - 1, at + 1)]
+    : event.key === "ArrowUp"
+    ? buttons[Math.max(0, at - 1)]
+    : event.key === "Home"
+    ? buttons[0]
+    : event.key === "End"
+    ? buttons[buttons.length - 1]
+    : undefined
+  if (target === undefined) return
+  event.preventDefault()
+  target.focus()
+})
+
+const renderRow = (quote: AssetQuote, stale: boolean) => {
+  const row = rows.get(quote.id)
+  if (row === undefined) return
+  row.name.textContent = quote.name
+  row.symbol.textContent = quote.symbol
+  row.price.textContent = formatPrice(quote.price, selection.currency)
+  row.price.dataset["value"] = String(quote.price)
+  row.button.dataset["stale"] = String(stale)
+  row.button.dataset["pending"] = "false"
+  const change = quote.change_24h
+  row.changeText.textContent = change === null ? "—" : formatChange(change)
+  row.change.dataset["direction"] = change === null ? "flat" : direction(change)
+  row.button.setAttribute(
+    "aria-label",
+    `${quote.name}, ${formatPrice(quote.price, selection.currency)}${stale ? " (not refreshed)" : ""}${
+      change === null ? "" : `, ${spokenChange(change)} in 24 hours`
+    }`
+  )
+  renderSpark(quote.id)
+}
+
+const renderSpark = (id: string) => {
+  const row = rows.get(id)
+  if (row === undefined) return
+  const points = sparks.get(id) ?? []
+  row.spark.setAttribute("d", sparklinePath(points.map(([t, price]) => ({ t, price })), SPARK_WIDTH, SPARK_HEIGHT))
+  const first = points[0]
+  const last = points[points.length - 1]
+  row.spark.dataset["direction"] = first === undefined || last === undefined ? "flat" : last[1] > first[1] ? "up" : last[1] < first[1] ? "down" : "flat"
+  row.spark.dataset["count"] = String(points.length)
+}
+
+let sparkRequest: AbortController | undefined
+
+/** Every row's last 24 hours in the selected currency, in one request. */
+const loadSparklines = async () => {
+  sparkRequest?.abort()
+  const controller = new AbortController()
+  sparkRequest = controller
+  const currency = selection.currency
+  try {
+    const answer = await fetchSparklines(base, currency, { signal: controller.signal })
+    if (controller.signal.aborted || currency !== selection.currency) return
+    for (const series of answer.series) {
+      let points: ReadonlyArray<Point> = series.points
+      const quote = latest?.currency === currency ? quoteOf(series.asset) : undefined
+      if (quote !== undefined) points = extendSeries(points, [timeOf(quote), quote.price], SPARK_STEP, SPARK_SPAN)
+      sparks.set(series.asset, points)
+      renderSpark(series.asset)
+    }
+  } catch (error) {
+    // The rows still show prices; their small charts grow from live prices.
+    if (!controller.signal.aborted) console.warn("dashcast: could not load the small charts", error)
+  }
+}
+
+// --- The selected asset -------------------------------------------------------------------------
+
+const setValue = (target: HTMLElement, text: string, raw: number | string) => {
+  target.textContent = text
+  target.dataset["value"] = String(raw)
+}
+
+const markStale = (target: HTMLElement, stale: boolean) => {
+  const card = target.closest<HTMLElement>(".card")
+  if (card !== null) card.dataset["stale"] = String(stale)
+}
+
+const flash = (target: HTMLElement, up: boolean) => {
+  target.classList.remove("flash-up", "flash-down")
+  // Restart the animation on the next frame so that consecutive updates each flash.
+  requestAnimationFrame(() => target.classList.add(up ? "flash-up" : "flash-down"))
+}
+
+const spokenChange = (change: number) => formatChange(change).replace("\u2212", "minus ").replace("+", "plus ")
+
+const stalePaths = () => new Set(latest?.stalePaths ?? [])
+const quoteIsStale = (id: string) => {
+  const paths = stalePaths()
+  return paths.has(`currencies.${selection.currency}`) || paths.has(`assets.${id}`)
+}
+
+const renderHeader = () => {
+  ui.pair.textContent = `${nameOf(selection.asset)} · ${currencyCode(selection.currency)}`
+  ui.priceLabel.textContent = `${nameOf(selection.asset)} price`
+  ui.rsiHint.textContent = `daily · ${nameOf(selection.asset)}`
+}
+
+const renderDetail = (previousPrice: number | undefined) => {
+  renderHeader()
+  const quote = quoteOf(selection.asset)
+  if (quote === undefined) {
+    setValue(ui.price, "—", "")
+    ui.changeText.textContent = "—"
+    ui.change.dataset["direction"] = "flat"
+    ui.assetStats.textContent = ""
+    return
+  }
+  const currency = selection.currency
+  setValue(ui.price, formatPrice(quote.price, currency), quote.price)
+  if (previousPrice !== undefined && previousPrice !== quote.price) flash(ui.price, quote.price > previousPrice)
+  const change = quote.change_24h
+  ui.changeText.textContent = change === null ? "—" : formatChange(change)
+  ui.change.dataset["value"] = String(change)
+  ui.change.dataset["direction"] = change === null ? "flat" : direction(change)
+  ui.assetStats.replaceChildren(
+    ...(quote.market_cap === null ? [] : ["Market cap ", element("strong", "", formatCompactMoney(quote.market_cap, currency))]),
+    ...(quote.market_cap !== null && quote.volume_24h !== null ? [" · "] : []),
+    ...(quote.volume_24h === null ? [] : ["24h volume ", element("strong", "", formatCompactMoney(quote.volume_24h, currency))])
+  )
+  markStale(ui.price, quoteIsStale(quote.id))
+
+  const rsi = quote.rsi_14
+  if (rsi === null) {
+    setValue(ui.rsi, "—", "")
+    ui.rsiZone.textContent = "No daily closes yet"
+    ui.rsiZone.dataset["zone"] = ""
+    ui.rsiMeter.setAttribute("aria-valuetext", "no data yet")
+    delete ui.rsiMeter.dataset["ready"]
+  } else {
+    const zone = rsiZone(rsi)
+    setValue(ui.rsi, formatRsi(rsi), rsi)
+    ui.rsiZone.textContent = RSI_ZONE_LABEL[zone]
+    ui.rsiZone.dataset["zone"] = zone
+    ui.rsiMeter.setAttribute("aria-valuenow", String(rsi))
+    ui.rsiMeter.setAttribute("aria-valuetext", `${formatRsi(rsi)}, ${RSI_ZONE_LABEL[zone]}`)
+    ui.rsiMeter.dataset["ready"] = ""
+    ui.rsiMarker.style.left = `${Math.min(100, Math.max(0, rsi))}%`
+  }
+  markStale(ui.rsi, stalePaths().has(`assets.${quote.id}.rsi_14`))
+
+  const arrow = { up: " ▲", down: " ▼", flat: "" }[change === null ? "flat" : direction(change)]
+  document.title = `${formatPriceShort(quote.price, currency)}${arrow} · ${quote.name} · dashcast`
+}
+
+const renderMarket = (event: MarketEvent) => {
+  const { market } = event
+  const code = currencyCode(event.currency)
+  const paths = stalePaths()
+  if (market.total_market_cap !== undefined) setValue(ui.marketCap, formatCompactMoney(market.total_market_cap, event.currency), market.total_market_cap)
+  if (market.total_volume !== undefined) setValue(ui.volume, formatCompactMoney(market.total_volume, event.currency), market.total_volume)
+  ui.capNote.textContent = `All coins, in ${code}`
+  ui.volumeNote.textContent = `All coins, in ${code}`
+  markStale(ui.marketCap, paths.has("market.total_market_cap"))
+  markStale(ui.volume, paths.has("market.total_volume"))
+
+  const index = market.fear_greed_index
+  if (index !== undefined) {
+    const band = fearGreedBand(index)
+    // alternative.me's own words for the value; the band only colours it.
+    const label = market.fear_greed_label ?? band.label
+    setValue(ui.fng, String(index), index)
+    ui.fngClass.textContent = label
+    ui.fngClass.dataset["band"] = band.key
+    ui.fngMeter.setAttribute("aria-valuenow", String(index))
+    ui.fngMeter.setAttribute("aria-valuetext", `${index}, ${label}`)
+    const dot = gaugePoint(index)
+    ui.gaugeDot.setAttribute("cx", dot.x.toFixed(2))
+    ui.gaugeDot.setAttribute("cy", dot.y.toFixed(2))
+    ui.gaugeDot.style.fill = `var(--band-${band.key})`
+    for (const arc of ui.gaugeBands.querySelectorAll<SVGPathElement>(".band")) arc.classList.toggle("dim", arc.dataset["band"] !== band.key)
+  }
+  markStale(ui.fng, paths.has("market.fear_greed_index"))
+}
+
+// --- Fear & Greed gauge -------------------------------------------------------------------------
 
 const GAUGE_RADIUS = 80
 
@@ -172,7 +429,6 @@ const gaugePoint = (value: number) => {
 }
 
 const drawGaugeBands = () => {
-  const radius = GAUGE_RADIUS
   const at = (value: number) => {
     const p = gaugePoint(value)
     return `${p.x.toFixed(2)} ${p.y.toFixed(2)}`
@@ -181,31 +437,31 @@ const drawGaugeBands = () => {
   for (const band of FEAR_GREED_BANDS) {
     const from = band.from === 0 ? 0 : band.from - 0.5 + gap / 2
     const to = band.to === 100 ? 100 : band.to + 0.5 - gap / 2
-    const arc = svg("path", { d: `M ${at(from)} A ${radius} ${radius} 0 0 1 ${at(to)}`, class: "band", "data-band": band.key })
+    const arc = svg("path", { d: `M ${at(from)} A ${GAUGE_RADIUS} ${GAUGE_RADIUS} 0 0 1 ${at(to)}`, class: "band", "data-band": band.key })
     arc.style.stroke = `var(--band-${band.key})`
     ui.gaugeBands.append(arc)
   }
 }
 
-const visiblePoints = (): Array<ChartPoint> => {
-  const last = points[points.length - 1]
-  if (last === undefined) return []
-  return points.filter((p) => p.t >= last.t - DAY)
-}
+// --- The chart ----------------------------------------------------------------------------------
+
+const RANGE_WORDS: Record<HistoryRange, string> = { "24h": "Last 24 h", "7d": "Last 7 days", "30d": "Last 30 days" }
 
 const renderChart = () => {
   const width = ui.chart.clientWidth
   const height = ui.chart.clientHeight
+  const shown: ReadonlyArray<ChartPoint> = (chart?.points ?? []).map(([t, price]) => ({ t, price }))
+  const currency = chart?.currency ?? selection.currency
+  ui.chart.dataset["asset"] = chart?.asset ?? ""
+  ui.chart.dataset["currency"] = currency
+  ui.chart.dataset["range"] = chart?.range ?? range
+  ui.chart.dataset["count"] = String(shown.length)
+  ui.chart.dataset["state"] = chartState
   if (width === 0 || height === 0) return
   ui.chart.setAttribute("viewBox", `0 0 ${width} ${height}`)
-  const shown = visiblePoints()
   const compact = width < 480
   const plotRight = width - (compact ? 62 : 78)
-  const geometry = layoutChart(shown, {
-    width,
-    height,
-    padding: { top: 14, right: width - plotRight, bottom: 26, left: 2 }
-  }, {
+  const geometry = layoutChart(shown, { width, height, padding: { top: 14, right: width - plotRight, bottom: 26, left: 2 } }, {
     yTickCount: height < 240 ? 3 : 4,
     xTickCount: compact ? 3 : 5,
     timeOffset: -new Date().getTimezoneOffset() * 60_000
@@ -216,16 +472,21 @@ const renderChart = () => {
     ui.chartLine.setAttribute("d", "")
     ui.chartArea.setAttribute("d", "")
     for (const dot of [ui.chartDot, ui.chartHalo]) dot.setAttribute("cx", "-20")
-    ui.chartCaption.textContent = shown.length === 1 ? "Collecting price history… (1 point so far)" : "Collecting price history…"
-    ui.chartTitle.textContent = "Price chart: collecting data"
+    ui.chartCaption.textContent = chartState === "failed"
+      ? "The price history could not be loaded; the chart grows from live prices."
+      : chartState === "loading"
+      ? "Loading the price history…"
+      : "No price history yet: the chart grows from live prices."
+    ui.chartTitle.textContent = "Price chart: no data yet"
     return
   }
   for (const tick of geometry.yTicks) {
     ui.chartGrid.append(svg("line", { x1: 0, x2: plotRight + 6, y1: tick.at, y2: tick.at }))
-    ui.chartGrid.append(svg("text", { x: width, y: tick.at + 4, "text-anchor": "end" }, formatPriceShort(tick.value)))
+    ui.chartGrid.append(svg("text", { x: width, y: tick.at + 4, "text-anchor": "end" }, formatPriceShort(tick.value, currency)))
   }
+  const days = geometry.xStep >= 24 * 3_600_000
   for (const tick of geometry.xTicks) {
-    const label = formatClock(tick.value, geometry.xStep < 60_000)
+    const label = days ? formatDay(tick.value, chart?.range === "7d") : formatClock(tick.value, geometry.xStep < 60_000)
     // A label that would stick out of the card on the left is left out (about 7 px a character).
     if (tick.at < label.length * 3.6) continue
     ui.chartX.append(svg("text", { x: tick.at, y: height - 6, "text-anchor": "middle" }, label))
@@ -238,50 +499,54 @@ const renderChart = () => {
   }
   const first = shown[0]
   const last = shown[shown.length - 1]
-  if (first !== undefined && last !== undefined) {
-    const seconds = last.t - first.t < 10 * 60_000
-    // Clock times alone would be ambiguous over a whole day.
-    const span = last.t - first.t >= 20 * 3_600_000
-      ? "Last 24 h"
-      : `${formatClock(first.t, seconds)} to ${formatClock(last.t, seconds)}`
-    ui.chartCaption.textContent = `${span} · low ${formatPriceShort(geometry.low)} · high ${formatPriceShort(geometry.high)}`
-    ui.chartTitle.textContent =
-      `Bitcoin price, ${span.toLowerCase()}: from ${formatPriceShort(first.price)} to ${formatPriceShort(last.price)}, ` +
-      `low ${formatPriceShort(geometry.low)}, high ${formatPriceShort(geometry.high)}`
-  }
+  if (first === undefined || last === undefined) return
+  const wanted = RANGES[chart?.range ?? range].span
+  // A series younger than its range (the history grows as dashcast runs) says where it starts.
+  const span = last.t - first.t < wanted * 0.9
+    ? `Since ${days || last.t - first.t > 20 * 3_600_000 ? formatDay(first.t, false) : formatClock(first.t)}`
+    : RANGE_WORDS[chart?.range ?? range]
+  const low = formatPrice(geometry.low, currency)
+  const high = formatPrice(geometry.high, currency)
+  ui.chartCaption.textContent = `${span} · low ${low} · high ${high}`
+  ui.chartTitle.textContent = `${nameOf(chart?.asset ?? selection.asset)} price in ${currencyCode(currency)}, ${span.toLowerCase()}: ` +
+    `from ${formatPrice(first.price, currency)} to ${formatPrice(last.price, currency)}, low ${low}, high ${high}`
 }
 
-const addPoint = (event: SummaryEvent) => {
-  const t = DateTime.toEpochMillis(event.summary.last_updated)
-  if (points.some((p) => p.t === t)) return
-  points.push({ t, price: event.summary.btc_price, seq: event.seq })
-  points.sort((a, b) => a.t - b.t)
-  if (points.length > MAX_POINTS) points = points.slice(-MAX_POINTS)
-}
+let chartRequest: AbortController | undefined
 
-let historyRequest: AbortController | undefined
-
-/**
- * Merges the server's history into the chart's points. Keyed by time, so points this page saw
- * before a server restart (whose history starts empty again) stay on the chart.
- */
-const loadHistory = async () => {
-  historyRequest?.abort()
+/** The selected asset's history over the selected range, then kept live by every snapshot. */
+const loadChart = async () => {
+  // A server whose every id is unknown to the provider has no asset to chart.
+  if (selection.asset === "") return
+  chartRequest?.abort()
   const controller = new AbortController()
-  historyRequest = controller
+  chartRequest = controller
+  const wanted = { asset: selection.asset, currency: selection.currency, range }
+  chart = { ...wanted, points: [] }
+  chartState = "loading"
+  renderChart()
   try {
-    const history = await fetchHistory(base, { signal: controller.signal })
-    const byTime = new Map(points.map((p) => [p.t, p]))
-    for (const p of history) {
-      const t = DateTime.toEpochMillis(p.t)
-      byTime.set(t, { t, price: p.price, seq: p.seq })
-    }
-    points = [...byTime.values()].sort((a, b) => a.t - b.t).slice(-MAX_POINTS)
-    renderChart()
+    const answer = await fetchHistory(base, wanted, { signal: controller.signal })
+    if (controller.signal.aborted) return
+    chart = { ...wanted, points: answer.points }
+    chartState = "ready"
+    extendChart()
   } catch (error) {
-    // Without history the chart grows from live updates; a failed load is not worth an alarm.
-    if (!controller.signal.aborted) console.warn("dashcast: could not load the price history", error)
+    if (controller.signal.aborted) return
+    chartState = "failed"
+    console.warn("dashcast: could not load the price history", error)
   }
+  renderChart()
+}
+
+/** Adds the selected asset's live price to the chart, as the server adds it to its history. */
+const extendChart = () => {
+  if (chart === undefined || chartState !== "ready" || latest?.currency !== chart.currency) return
+  const quote = quoteOf(chart.asset)
+  if (quote === undefined) return
+  const { span, tiers } = RANGES[chart.range]
+  const step = tiers[0]?.step ?? 60_000
+  chart = { ...chart, points: extendSeries(chart.points, [timeOf(quote), quote.price], step, span) }
 }
 
 // --- Status, banner, clock ----------------------------------------------------------------------
@@ -305,10 +570,22 @@ const renderBadge = (next: DashcastStatus, now: number) => {
 const renderClock = () => {
   const now = Date.now()
   if (latest !== undefined) ui.updatedAt.textContent = formatAge(now - latest.fetchedAt)
-
   if (status !== undefined) renderBadge(status, now)
   renderBanner(now)
 }
+
+/** The stale values of the latest snapshot, as words. */
+const notRefreshed = (): ReadonlyArray<string> =>
+  (latest?.stalePaths ?? []).flatMap((path) => {
+    const [kind, id, field] = path.split(".")
+    if (kind === "currencies") return [`every price in ${currencyCode(id ?? "")}`]
+    if (kind === "assets" && field === "rsi_14") return [`RSI-14 of ${nameOf(id ?? "")}`]
+    if (kind === "assets") return [`the price of ${nameOf(id ?? "")}`]
+    if (path === "market.total_market_cap") return ["market cap"]
+    if (path === "market.total_volume") return ["volume"]
+    if (path === "market.fear_greed_index") return ["Fear & Greed"]
+    return []
+  })
 
 const renderBanner = (now: number) => {
   const upstream = status?.upstream
@@ -329,96 +606,181 @@ const renderBanner = (now: number) => {
   if (status?.state === "offline" && latest !== undefined) {
     return show("error", "Connection to the server lost.", `Showing values from ${formatAge(now - latest.fetchedAt)}; retrying automatically.`)
   }
-  const notRefreshed = (latest?.staleFields ?? []).map((f) => FIELD_NAMES[f] ?? f)
+  const stale = notRefreshed()
   if (upstream !== undefined && latest !== undefined) {
-    const what = notRefreshed.length > 0
-      ? `Not refreshed: ${notRefreshed.join(", ")}.`
-      : `Showing the values from ${formatAge(now - latest.fetchedAt)}.`
+    const what = stale.length > 0 ? `Not refreshed: ${stale.join(", ")}.` : `Showing the values from ${formatAge(now - latest.fetchedAt)}.`
     return show("warn", "The market data provider is failing.", `${what}${countdown()}`)
   }
   if (latest?.stale === true) {
     return show(
       "warn",
       "Some data is out of date.",
-      notRefreshed.length > 0
-        ? `Not refreshed in the last update: ${notRefreshed.join(", ")}.`
-        : `The latest summary is ${formatAge(now - latest.fetchedAt).replace(" ago", " old")}; a refresh is on its way.`
+      stale.length > 0
+        ? `Not refreshed in the last update: ${stale.join(", ")}.`
+        : `The latest snapshot is ${formatAge(now - latest.fetchedAt).replace(" ago", " old")}; a refresh is on its way.`
     )
   }
   ui.banner.hidden = true
 }
 
-const FIELD_NAMES: Record<string, string> = {
-  btc_price: "price",
-  btc_change_24h: "24h change",
-  market_cap: "market cap",
-  volume_24h: "volume",
-  fear_greed_index: "Fear & Greed",
-  rsi_14: "RSI-14"
-}
-
 // --- Announcements ------------------------------------------------------------------------------
 
-let lastAnnounced: { at: number; price: number; band: string; state: string; failing: boolean } | undefined
+let lastAnnounced: { at: number; asset: string; price: number; band: string; state: string; failing: boolean } | undefined
 
-const describe = (event: SummaryEvent): string => {
-  const s = event.summary
-  const change = formatChange(s.btc_change_24h).replace("\u2212", "minus ").replace("+", "plus ")
-  return `Bitcoin ${formatPriceShort(s.btc_price)}, ${change} in 24 hours. Fear and Greed ${s.fear_greed_index}, ${fearGreedBand(s.fear_greed_index).label}.`
+const describe = (quote: AssetQuote): string => {
+  const change = quote.change_24h === null ? "" : `, ${spokenChange(quote.change_24h)} in 24 hours`
+  const index = latest?.market.fear_greed_index
+  const fng = index === undefined ? "" : ` Fear and Greed ${index}, ${latest?.market.fear_greed_label ?? fearGreedBand(index).label}.`
+  return `${quote.name} ${formatPriceShort(quote.price, selection.currency)}${change}.${fng}`
 }
 
 const announce = () => {
   const now = Date.now()
   const state = status?.state ?? "connecting"
   const failing = status?.upstream !== undefined
-  const price = latest?.summary.btc_price ?? 0
-  const band = latest === undefined ? "" : fearGreedBand(latest.summary.fear_greed_index).key
+  const quote = quoteOf(selection.asset)
+  const price = quote?.price ?? 0
+  const index = latest?.market.fear_greed_index
+  const band = index === undefined ? "" : fearGreedBand(index).key
   const previous = lastAnnounced
-  const connectionNews = previous !== undefined && state !== previous.state && (state === "offline" || (state === "live" && previous.state === "offline"))
+  const connectionNews = previous !== undefined && state !== previous.state &&
+    (state === "offline" || (state === "live" && previous.state === "offline"))
   const significant = previous === undefined
-    ? latest !== undefined
-    : connectionNews || failing !== previous.failing || band !== previous.band ||
+    ? quote !== undefined
+    : connectionNews || failing !== previous.failing || band !== previous.band || previous.asset !== selection.asset ||
       (previous.price > 0 && Math.abs(price - previous.price) / previous.price >= SIGNIFICANT_MOVE)
   const since = previous === undefined ? Number.POSITIVE_INFINITY : now - previous.at
-  const due = latest !== undefined && since >= ANNOUNCE_EVERY && price !== previous?.price
+  const due = quote !== undefined && since >= ANNOUNCE_EVERY && price !== previous?.price
   if (!(due || (significant && since >= ANNOUNCE_SIGNIFICANT_EVERY))) return
   const parts: Array<string> = []
   if (connectionNews) parts.push(state === "offline" ? "Connection lost; retrying." : "Connection restored.")
   if (previous !== undefined && failing !== previous.failing) parts.push(failing ? "The market data provider is failing." : "Market data is flowing again.")
-  if (latest !== undefined) parts.push(describe(latest))
+  if (quote !== undefined) parts.push(describe(quote))
   ui.announcer.textContent = parts.join(" ")
-  lastAnnounced = { at: now, price, band, state, failing }
+  lastAnnounced = { at: now, asset: selection.asset, price, band, state, failing }
 }
+
+// --- Choices ------------------------------------------------------------------------------------
+
+const select = (asset: string) => {
+  if (asset === selection.asset) return
+  selection = { ...selection, asset }
+  remember()
+  markSelected()
+  renderDetail(undefined)
+  void loadChart()
+  announce()
+  // On a phone the detail is above the list: bring it into view.
+  if (matchMedia("(max-width: 640px)").matches) {
+    ui.priceCard.scrollIntoView({ behavior: matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth", block: "start" })
+  }
+}
+
+const switchCurrency = (currency: string) => {
+  if (currency === selection.currency || !currencies.includes(currency)) return
+  selection = { ...selection, currency }
+  remember()
+  // The open connection switches (a `subscribe`); until the welcome in the new currency arrives,
+  // the rows say that their prices are on their way.
+  client?.setCurrency(currency)
+  for (const row of rows.values()) row.button.dataset["pending"] = "true"
+  sparks.clear()
+  for (const id of rows.keys()) renderSpark(id)
+  renderHeader()
+  void loadSparklines()
+  void loadChart()
+}
+
+for (const button of ui.ranges) {
+  button.addEventListener("click", () => {
+    const wanted = button.dataset["range"]
+    const next = wanted === "7d" || wanted === "30d" ? wanted : "24h"
+    if (next === range) return
+    range = next
+    for (const b of ui.ranges) b.setAttribute("aria-pressed", String(b === button))
+    void loadChart()
+  })
+}
+ui.currency.addEventListener("change", () => switchCurrency(ui.currency.value))
 
 // --- Wiring -------------------------------------------------------------------------------------
 
-drawGaugeBands()
-
-const client = connect(dashboardSocketUrl(base))
-
-// Alert firings, shown briefly in a corner (AlertToast.ts keeps its own element and styles).
-client.onAlert(alertToasts(document))
-
-client.onSummary((event) => {
-  const previous = latest
+const onMarket = (event: MarketEvent) => {
+  if (event.currency !== selection.currency) return
+  const previousPrice = latest?.currency === event.currency ? quoteOf(selection.asset)?.price : undefined
   latest = event
-  renderSummary(event, previous)
-  addPoint(event)
+  for (const quote of event.assets) {
+    names.set(quote.id, { name: quote.name, symbol: quote.symbol })
+    const points = sparks.get(quote.id)
+    if (points !== undefined) sparks.set(quote.id, extendSeries(points, [timeOf(quote), quote.price], SPARK_STEP, SPARK_SPAN))
+    renderRow(quote, quoteIsStale(quote.id))
+  }
+  renderDetail(previousPrice)
+  renderMarket(event)
+  extendChart()
   renderChart()
+  const selected = quoteOf(selection.asset)
+  if (selected !== undefined) {
+    ui.updatedAt.dateTime = DateTime.formatIso(selected.last_updated)
+    ui.exact.textContent = `Last price update ${
+      new Date(timeOf(selected)).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "medium" })
+    }.`
+  }
+  ui.main.dataset["seq"] = String(event.seq)
+  ui.main.dataset["currency"] = event.currency
+  ui.main.setAttribute("aria-busy", "false")
   renderClock()
   announce()
-})
+}
 
 let wasLive = false
-client.onStatus((next) => {
+const onStatus = (next: DashcastStatus) => {
   status = next
   const live = next.state === "live"
-  // On the first connection and after every reconnect the history may have moved on without us.
-  if (live && !wasLive) void loadHistory()
+  // After a reconnect the history may have moved on without us.
+  if (live && !wasLive && latest !== undefined) {
+    void loadSparklines()
+    void loadChart()
+  }
   wasLive = live
   renderClock()
   announce()
-})
+}
+
+const start = async () => {
+  drawGaugeBands()
+  renderChart()
+  const watched = await loadAssets()
+  currencies = watched.currencies
+  for (const a of watched.assets) if (a.name !== null && a.symbol !== null) names.set(a.id, { name: a.name, symbol: a.symbol })
+  assetIds = watched.assets.filter((a) => !a.missing).map((a) => a.id)
+  let stored: Partial<Selection> | undefined
+  try {
+    stored = parseStored(storage()?.getItem(STORAGE_KEY) ?? null)
+  } catch {
+    stored = undefined
+  }
+  selection = chooseSelection({ query: base.searchParams, stored, currencies, assets: assetIds })
+  remember()
+
+  ui.currency.replaceChildren(...currencies.map((c) => new Option(currencyCode(c), c, c === selection.currency, c === selection.currency)))
+  ui.currencySwitch.hidden = currencies.length < 2
+  const list = assetIds.length > 1
+  ui.main.dataset["layout"] = list ? "list" : "single"
+  ui.watchlistCard.hidden = !list
+  buildRows(watched.assets.filter((a) => a.missing).map((a) => a.id))
+  renderHeader()
+
+  client = connect(dashboardSocketUrl(base), { currency: selection.currency })
+  client.onMarket(onMarket)
+  client.onStatus(onStatus)
+  // Alert firings, shown briefly in a corner (AlertToast.ts keeps its own element and styles).
+  client.onAlert(alertToasts(document))
+  void loadSparklines()
+  void loadChart()
+}
+
+void start()
 
 setInterval(() => {
   renderClock()
@@ -427,7 +789,7 @@ setInterval(() => {
 new ResizeObserver(() => renderChart()).observe(ui.chart)
 // Closing on pagehide lets the browser keep the page in its back/forward cache; coming back from
 // there starts afresh.
-addEventListener("pagehide", () => client.close())
+addEventListener("pagehide", () => client?.close())
 addEventListener("pageshow", (event: PageTransitionEvent) => {
   if (event.persisted) location.reload()
 })

@@ -8,7 +8,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Validator } from "@seriousme/openapi-schema-validator"
 import { Ajv2020 } from "ajv/dist/2020.js"
 import addFormats from "ajv-formats"
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
+import { HistoryStore, HistoryStoreError } from "../../src/history/HistoryStore.js"
 import * as TestServer from "../support/TestServer.js"
 import { makeUpstreamError, watchlistView } from "../support/TestServer.js"
 import { startWebhookReceiver } from "../support/WebhookReceiver.js"
@@ -66,6 +67,7 @@ describe("GET /api/openapi.json", () => {
         "/api/dashboard",
         "/api/dashboard/refresh",
         "/api/history",
+        "/api/sparklines",
         "/healthz",
         "/readyz"
       ])
@@ -114,6 +116,11 @@ describe("GET /api/openapi.json", () => {
       yield* call("get", "/api/dashboard?currency=chf", 400)
       yield* call("get", "/api/assets", 200)
       yield* call("get", "/api/history", 200)
+      yield* call("get", "/api/history?asset=ethereum&currency=eur&range=7d", 200)
+      yield* call("get", "/api/history?asset=dogecoin", 400)
+      yield* call("get", "/api/history?range=1y", 400)
+      yield* call("get", "/api/sparklines", 200)
+      yield* call("get", "/api/sparklines?currency=chf", 400)
 
       yield* call("post", "/api/dashboard/refresh", 401)
       yield* call("post", "/api/dashboard/refresh", 401, { headers: bearer("wrong") })
@@ -178,5 +185,20 @@ describe("GET /api/openapi.json", () => {
         check(template, "get", 503, unavailable.headers.get("content-type") ?? "", yield* Effect.promise(() => unavailable.json()))
       }
       expect((yield* broken.fetch("/healthz")).status).toBe(200)
+
+      // The history's store cannot be reached: 503, as declared.
+      const unreachable = Layer.succeed(HistoryStore, HistoryStore.of({
+        kind: "redis",
+        location: "redis://127.0.0.1:1",
+        write: () => Effect.void,
+        read: () => Effect.fail(new HistoryStoreError({ store: "redis", operation: "read", reason: "Unavailable", cause: new Error("connection refused") })),
+        trim: () => Effect.void
+      }))
+      const noHistory = yield* TestServer.start({ config, first: watchlistView(["bitcoin"], ["usd"]), historyStore: unreachable })
+      for (const route of ["/api/history", "/api/sparklines"]) {
+        const response = yield* noHistory.fetch(route)
+        expect(response.status, route).toBe(503)
+        check(route, "get", 503, response.headers.get("content-type") ?? "", yield* Effect.promise(() => response.json()))
+      }
     }))
 })

@@ -43,6 +43,28 @@ const demoRounds = (seed: number, rounds: number) =>
 
 const encodeView = Schema.encodeSync(MarketView)
 
+/** The first two rounds' full results (seeds included), at a fixed time. */
+const firstRounds = (seed: number) =>
+  Effect.gen(function*() {
+    yield* TestClock.setTime(Date.parse("2025-07-25T14:54:00Z"))
+    const market = yield* MarketData
+    const first = yield* market.fetch(Option.none())
+    yield* TestClock.adjust("5 seconds")
+    const second = yield* market.fetch(Option.some(first.view))
+    return { first, second }
+  }).pipe(
+    Effect.provide(
+      DemoMarketDataLive(seed).pipe(
+        Layer.provide(AppConfig.Default),
+        Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([
+          ["DEMO", "true"],
+          ["ASSETS", ASSETS.join(",")],
+          ["CURRENCIES", CURRENCIES.join(",")]
+        ]))))
+      )
+    )
+  )
+
 describe("Demo", () => {
   it.effect("quotes every asset in every currency, with totals, the index and every RSI, nothing stale or missing", () =>
     Effect.gen(function*() {
@@ -146,4 +168,69 @@ describe("Demo", () => {
         }
       }
     }))
+
+  it.effect("hands the price history the same seeds as the live client: 7-day hourly sparklines per series and daily closes", () =>
+    Effect.gen(function*() {
+      const now = Date.parse("2025-07-25T14:54:00Z")
+      const { first, second } = yield* firstRounds(5)
+      const seeds = first.seeds ?? []
+      const sparklines = seeds.filter((s) => s.kind === "sparkline")
+      expect(sparklines.map((s) => `${s.currency}/${s.asset}`).sort()).toEqual(
+        CURRENCIES.flatMap((c) => ASSETS.map((a) => `${c}/${a}`)).sort()
+      )
+      for (const seed of sparklines) {
+        // 168 hourly prices, the last one the quote itself.
+        expect(seed.points.map(([t]) => t)).toEqual(Array.from({ length: 168 }, (_, i) => now - (167 - i) * 3_600_000))
+        expect(seed.points.at(-1)?.[1]).toBe(first.view.quotes[seed.currency]?.[seed.asset]?.price)
+        for (const [, price] of seed.points) {
+          expect(price).toBeGreaterThan(0)
+          expect(price).toBeLessThanOrEqual(MAX_PRICE)
+        }
+      }
+      // The same path in every currency, at the fixed ratios.
+      const btc = (c: string) => sparklines.find((s) => s.asset === "bitcoin" && s.currency === c)?.points.map(([, p]) => p) ?? []
+      btc("eur").forEach((p, i) => expect(p / (btc("usd")[i] ?? 1)).toBeCloseTo(0.92, 6))
+      // A day's hourly moves are of the asset's own size: bitcoin's path stays within a third of its price over the week.
+      expect(Math.max(...btc("usd")) / Math.min(...btc("usd"))).toBeLessThan(1.5)
+      expect(new Set(btc("usd")).size).toBeGreaterThan(100)
+
+      // Daily closes, in the first currency only, at 00:00 UTC of the 59 days up to today.
+      const closes = seeds.filter((s) => s.kind === "closes")
+      expect(closes.map((s) => `${s.currency}/${s.asset}`)).toEqual(ASSETS.map((a) => `usd/${a}`))
+      const today = Date.parse("2025-07-25T00:00:00Z")
+      for (const seed of closes) expect(seed.points.map(([t]) => t)).toEqual(Array.from({ length: 59 }, (_, i) => today - (58 - i) * 86_400_000))
+      // Only the first round seeds: later rounds extend the history with live prices.
+      expect(second.seeds).toBeUndefined()
+    }))
+
+  it.effect("after a restart goes on from the cached snapshot's prices, so the recorded history has no jump", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.parse("2025-07-25T14:54:00Z"))
+      const market = yield* MarketData
+      const cached = (yield* market.fetch(Option.none())).view
+      // Another process (a restart) over the same cache: its first round starts from those prices.
+      const restarted = yield* Effect.provide(
+        MarketData,
+        DemoMarketDataLive(99).pipe(
+          Layer.provide(AppConfig.Default),
+          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["DEMO", "true"], ["ASSETS", ASSETS.join(",")], ["CURRENCIES", CURRENCIES.join(",")]]))))
+        )
+      )
+      const first = yield* restarted.fetch(Option.some(cached))
+      for (const id of ASSETS) {
+        const before = cached.quotes["usd"]?.[id]?.price ?? Number.NaN
+        const after = first.view.quotes["usd"]?.[id]?.price ?? Number.NaN
+        // One round's step (a sixteenth of a day's volatility), not a new walk.
+        expect(Math.abs(after / before - 1), id).toBeLessThan(0.05)
+        const sparkline = first.seeds?.find((s) => s.kind === "sparkline" && s.asset === id && s.currency === "usd")
+        expect(sparkline?.points.at(-1)?.[1]).toBe(after)
+      }
+    }).pipe(
+      Effect.provide(
+        DemoMarketDataLive(7).pipe(
+          Layer.provide(AppConfig.Default),
+          Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["DEMO", "true"], ["ASSETS", ASSETS.join(",")], ["CURRENCIES", CURRENCIES.join(",")]]))))
+        )
+      )
+    ))
 })

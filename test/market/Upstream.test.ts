@@ -9,6 +9,7 @@ import { FetchHttpClient } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import {
   Cause,
+  Clock,
   ConfigProvider,
   Context,
   DateTime,
@@ -42,7 +43,8 @@ import {
   fearGreedLabel,
   generatedMarket,
   type MarketValues,
-  scopedFakeUpstream
+  scopedFakeUpstream,
+  sparklineOf
 } from "../support/FakeUpstream.js"
 
 const ENDPOINTS: ReadonlyArray<Endpoint> = ["coins_markets", "global", "market_chart", "fear_greed"]
@@ -954,6 +956,85 @@ describe("Upstream", () => {
           COINGECKO_API_KEY: API_KEY
         }
       }))
+  })
+
+  describe("price history seeds", () => {
+    const TWO = { ASSETS: "bitcoin,ethereum", CURRENCIES: "usd,eur" }
+    const seedsOf = (result: MarketFetch, kind: "sparkline" | "closes") =>
+      (result.seeds ?? []).filter((s) => s.kind === kind).map((s) => [`${s.currency}/${s.asset}`, s] as const)
+
+    it.effect("hands every series' 7-day sparkline once, hourly up to the quote's time, and each asset's closes once per fetch", () =>
+      withMarket((fake, market) =>
+        Effect.gen(function*() {
+          const first = yield* market.fetch(Option.none())
+          const sparklines = new Map(seedsOf(first, "sparkline"))
+          expect([...sparklines.keys()].sort()).toEqual(["eur/bitcoin", "eur/ethereum", "usd/bitcoin", "usd/ethereum"])
+          const now = yield* Clock.currentTimeMillis
+          for (const [key, seed] of sparklines) {
+            const [currency = "", asset = ""] = key.split("/")
+            const price = fake.values().assets[asset]?.prices[currency] ?? Number.NaN
+            // The fake's 168 prices, exactly, one an hour, the last at the quote's time (not after the round).
+            expect(seed.points.map(([, p]) => p)).toEqual(sparklineOf(price))
+            const quote = first.view.quotes[currency]?.[asset]
+            const end = Math.min(now, DateTime.toEpochMillis(quote?.last_updated ?? DateTime.unsafeMake(0)))
+            expect(seed.points.map(([t]) => t)).toEqual(Array.from({ length: 168 }, (_, i) => end - (167 - i) * HOUR))
+          }
+          // The daily closes, in the first currency only, without today's intraday point.
+          const closes = new Map(seedsOf(first, "closes"))
+          expect([...closes.keys()].sort()).toEqual(["usd/bitcoin", "usd/ethereum"])
+          const startOfToday = Math.floor(now / DAY) * DAY
+          for (const [key, seed] of closes) {
+            const asset = key.split("/")[1] ?? ""
+            expect(seed.points.map(([, p]) => p)).toEqual(fake.values().assets[asset]?.closes.slice(0, -1))
+            expect(seed.points.every(([t]) => t <= startOfToday)).toBe(true)
+          }
+          // The next round extends the history with live prices: nothing is seeded again.
+          yield* TestClock.adjust("10 minutes")
+          const second = yield* market.fetch(previousOf(first))
+          expect(second.seeds).toEqual([])
+          // Over an hour later closes are fetched again: those are handed again (they fill new days only).
+          yield* TestClock.adjust("2 hours")
+          const chartsBefore = fake.requestsTo("market_chart").length
+          const third = yield* market.fetch(previousOf(second))
+          const refetched = fake.requestsTo("market_chart").slice(chartsBefore).map((r) => `usd/${r.target}`)
+          expect(refetched.length).toBeGreaterThan(0)
+          expect(seedsOf(third, "sparkline")).toEqual([])
+          expect(seedsOf(third, "closes").map(([key]) => key).sort()).toEqual(refetched.sort())
+        }), { env: TWO }))
+
+    it.effect("a sparkline that does not decode seeds nothing, logged once; its price is still good", () =>
+      withMarket((fake, market, logs) =>
+        Effect.gen(function*() {
+          const bitcoin = fake.values().assets["bitcoin"]!
+          fake.setAsset("bitcoin", { sparkline: [64_000, null, 64_100] })
+          fake.setAsset("ethereum", { sparkline: [3_000, 2e13] })
+          const first = yield* market.fetch(Option.none())
+          expect(first.failure).toEqual(Option.none())
+          expect(first.view.stale.isEmpty).toBe(true)
+          expect(first.view.quotes["usd"]?.["bitcoin"]?.price).toBe(bitcoin.prices["usd"])
+          expect(seedsOf(first, "sparkline")).toEqual([])
+          const lines = logs.filter((l) => l.message.includes("no usable 7-day sparkline"))
+          expect(lines.map((l) => l.message).sort()).toEqual([
+            expect.stringMatching(/^coins_markets\(eur\): no usable 7-day sparkline for bitcoin \(1: Expected/),
+            expect.stringMatching(/^coins_markets\(eur\): no usable 7-day sparkline for ethereum \(1: .*above the plausible price maximum/),
+            expect.stringMatching(/^coins_markets\(usd\): no usable 7-day sparkline for bitcoin/),
+            expect.stringMatching(/^coins_markets\(usd\): no usable 7-day sparkline for ethereum/)
+          ])
+          yield* TestClock.adjust("10 minutes")
+          yield* market.fetch(previousOf(first))
+          expect(logs.filter((l) => l.message.includes("no usable 7-day sparkline"))).toHaveLength(4)
+        }), { env: TWO }))
+
+    it.effect("a currency whose markets call failed is seeded on the first round that answers it", () =>
+      withMarket((fake, market) =>
+        Effect.gen(function*() {
+          fake.fail("coins_markets", Fault.ServerError({}), { target: "eur", times: 1 })
+          const first = yield* market.fetch(Option.none())
+          expect(seedsOf(first, "sparkline").map(([key]) => key).sort()).toEqual(["usd/bitcoin", "usd/ethereum"])
+          yield* TestClock.adjust("10 minutes")
+          const second = yield* market.fetch(previousOf(first))
+          expect(seedsOf(second, "sparkline").map(([key]) => key).sort()).toEqual(["eur/bitcoin", "eur/ethereum"])
+        }), { env: TWO }))
   })
 
   describe("coalescing", () => {

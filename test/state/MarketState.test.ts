@@ -8,6 +8,7 @@ import { ConfigProvider, Context, DateTime, Effect, Layer, Option, Ref, TestCloc
 import { CacheManager } from "../../src/cache/CacheManager.js"
 import { StandaloneCluster } from "../../src/cluster/Cluster.js"
 import { AppConfig } from "../../src/Config.js"
+import { History } from "../../src/history/History.js"
 import { MarketData } from "../../src/market/MarketData.js"
 import { MarketSnapshot } from "../../src/market/Watchlist.js"
 import { MarketState, type StateEvent } from "../../src/state/MarketState.js"
@@ -151,6 +152,7 @@ describe("MarketState", () => {
         Updater.DefaultWithoutDependencies.pipe(
           Layer.provideMerge(MarketState.DefaultWithoutDependencies),
           Layer.provide(CacheManager.Default),
+          Layer.provide(History.Default),
           Layer.provide(StandaloneCluster),
           Layer.provide(Layer.succeed(MarketData, market)),
           Layer.provide(AppConfig.Default),

@@ -38,7 +38,7 @@ export interface TestBrowser {
     readonly width?: number
     readonly height?: number
     readonly colorScheme?: "light" | "dark"
-  }) => Promise<{ readonly page: Page; readonly console: ConsoleLog }>
+  }) => Promise<{ readonly page: Page; readonly console: ConsoleLog; readonly network: NetworkLog }>
   readonly close: () => Promise<void>
 }
 
@@ -65,6 +65,21 @@ const recordConsole = (page: Page): ConsoleLog => {
   }
 }
 
+/** Requests of a page (and its frames) that failed or were answered with an HTTP error. */
+export interface NetworkLog {
+  /** `GET http://… -> 404` or `GET http://… failed: net::ERR_…`, in order. */
+  readonly failures: () => ReadonlyArray<string>
+}
+
+const recordNetwork = (page: Page): NetworkLog => {
+  const failures: Array<string> = []
+  page.on("requestfailed", (request) => failures.push(`${request.method()} ${request.url()} failed: ${request.failure()?.errorText ?? "?"}`))
+  page.on("response", (response) => {
+    if (response.status() >= 400) failures.push(`${response.request().method()} ${response.url()} -> ${response.status()}`)
+  })
+  return { failures: () => failures }
+}
+
 /** Launches headless Chromium with a fresh profile directory; `close` stops it and deletes the profile. */
 export const launchBrowser = async (executablePath: string): Promise<TestBrowser> => {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), "dashcast-chromium-"))
@@ -87,9 +102,10 @@ export const launchBrowser = async (executablePath: string): Promise<TestBrowser
     newPage: async (options = {}) => {
       const page = await context.newPage()
       const console = recordConsole(page)
+      const network = recordNetwork(page)
       await page.setViewportSize({ width: options.width ?? 1440, height: options.height ?? 900 })
       await page.emulateMedia({ colorScheme: options.colorScheme ?? "light", reducedMotion: "reduce" })
-      return { page, console }
+      return { page, console, network }
     },
     close: async () => {
       await context.close().catch(() => undefined)

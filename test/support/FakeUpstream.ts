@@ -26,6 +26,11 @@ export interface AssetValues {
   readonly volumeUsd: number | null
   /** Daily closes in the first currency the chart is asked for, oldest first; the last is intraday. */
   readonly closes: ReadonlyArray<number>
+  /**
+   * `sparkline_in_7d.price` in every currency, as sent (anything, to play a broken one); by default
+   * `sparklineOf(price)` in each currency.
+   */
+  readonly sparkline?: ReadonlyArray<unknown>
 }
 
 /** The market as the fake reports it; each value maps to one place in one response body. */
@@ -262,8 +267,8 @@ const COINGECKO_RATE_LIMIT = {
 export const fearGreedLabel = (value: number): string =>
   value <= 24 ? "Extreme Fear" : value <= 46 ? "Fear" : value <= 54 ? "Neutral" : value <= 75 ? "Greed" : "Extreme Greed"
 
-/** The 168 hourly prices of a 7-day sparkline ending at `price`. */
-const sparkline = (price: number): ReadonlyArray<number> =>
+/** The 168 hourly prices of a 7-day sparkline ending at `price`, as the fake sends them by default. */
+export const sparklineOf = (price: number): ReadonlyArray<number> =>
   Array.from({ length: 168 }, (_, i) => roundTo(price * (1 + 0.01 * Math.sin(i / 9) - 0.0002 * (167 - i)), 8))
 
 /** The body of a normal answer, with `number` standing in for how numbers are written (faults). */
@@ -309,7 +314,7 @@ const body = (route: Route, query: Readonly<Record<string, string>>, v: MarketVa
         atl_date: "2013-07-06T00:00:00.000Z",
         roi: null,
         last_updated: new Date(now - 30_000).toISOString(),
-        sparkline_in_7d: { price: sparkline(price).map((p) => number(p)) },
+        sparkline_in_7d: { price: asset.sparkline ?? sparklineOf(price).map((p) => number(p)) },
         price_change_percentage_24h_in_currency: number(asset.change24h)
       }))
     }

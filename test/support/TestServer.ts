@@ -9,10 +9,11 @@ import { Alerts, AlertStoreLive } from "../../src/alerts/Alerts.js"
 import { CacheManager } from "../../src/cache/CacheManager.js"
 import { StandaloneCluster } from "../../src/cluster/Cluster.js"
 import { AppConfig } from "../../src/Config.js"
-import { History, HistoryRecorder } from "../../src/history/History.js"
+import { History } from "../../src/history/History.js"
+import type { HistoryStore } from "../../src/history/HistoryStore.js"
 import { ApiHandlers } from "../../src/http/ApiHandlers.js"
 import { DashboardSummary } from "../../src/market/DashboardSummary.js"
-import { type Endpoint, type MarketFetch, MarketData, UpstreamError, UpstreamReason } from "../../src/market/MarketData.js"
+import { type Endpoint, type MarketFetch, MarketData, type PriceSeed, UpstreamError, UpstreamReason } from "../../src/market/MarketData.js"
 import { AssetInfo, FearGreed, MarketSnapshot, MarketTotals, MarketView, Quote, StaleParts } from "../../src/market/Watchlist.js"
 import { MetricsExporter } from "../../src/metrics/MetricsExporter.js"
 import { Broadcaster, type TopicPublisher } from "../../src/realtime/Broadcaster.js"
@@ -196,8 +197,8 @@ const pollEvery = Schedule.spaced("10 millis")
  */
 export interface ScriptedMarket {
   readonly service: MarketData["Type"]
-  /** The next fetch returns `view` (bitcoin in usd by default), every call answered. */
-  readonly succeed: (view?: MarketView) => Effect.Effect<void>
+  /** The next fetch returns `view` (bitcoin in usd by default), every call answered, with `seeds` for the price history. */
+  readonly succeed: (view?: MarketView, seeds?: ReadonlyArray<PriceSeed>) => Effect.Effect<void>
   /**
    * The next fetch returns `view` with `problems` (some calls failed); the first of them is the
    * round's failure unless `counted` is false (calls only held by a provider's Retry-After).
@@ -219,7 +220,8 @@ export const makeScriptedMarket: Effect.Effect<ScriptedMarket> = Effect.gen(func
   const calls = Ref.get(started)
   return {
     service: MarketData.of({ fetch, blockedFor: Effect.succeed(Option.none()) }),
-    succeed: (view = summaryView(makeSummary())) => Queue.offer(outcomes, Effect.succeed({ view, failure: Option.none(), problems: [] })),
+    succeed: (view = summaryView(makeSummary()), seeds) =>
+      Queue.offer(outcomes, Effect.succeed({ view, failure: Option.none(), problems: [], ...(seeds === undefined ? {} : { seeds }) })),
     partial: (view, problems, counted = true) =>
       Queue.offer(outcomes, Effect.succeed({ view, failure: counted ? Option.fromNullable(problems[0]) : Option.none(), problems })),
     fail: (error = makeUpstreamError()) => Queue.offer(outcomes, Effect.fail(error)),
@@ -260,6 +262,8 @@ export interface TestServerOptions {
   readonly first?: MarketView
   /** Log level of the stack; none by default, to keep test output readable. */
   readonly logLevel?: LogLevel.LogLevel
+  /** The price history's store; the one the configuration picks by default (SQLite at `CACHE_PATH`). */
+  readonly historyStore?: Layer.Layer<HistoryStore>
 }
 
 /** One frame the Broadcaster handed to Bun's `server.publish`. */
@@ -310,7 +314,13 @@ const recordingBroadcaster = (log: Array<Published>) =>
   ).pipe(Layer.provide(Broadcaster.DefaultWithoutDependencies))
 
 /** The composition of `src/main.ts`, with the market double instead of the live feed. */
-const stack = (market: ScriptedMarket, config: Readonly<Record<string, string>>, logLevel: LogLevel.LogLevel, log: Array<Published>) =>
+const stack = (
+  market: ScriptedMarket,
+  config: Readonly<Record<string, string>>,
+  logLevel: LogLevel.LogLevel,
+  log: Array<Published>,
+  historyStore: Layer.Layer<HistoryStore> | undefined
+) =>
   Server.Default.pipe(
     Layer.provide(ApiHandlers.Default),
     Layer.provide(MetricsExporter.Default),
@@ -318,8 +328,8 @@ const stack = (market: ScriptedMarket, config: Readonly<Record<string, string>>,
     Layer.provide(Layer.succeed(MarketData, market.service)),
     Layer.provideMerge(Alerts.Default),
     Layer.provide(AlertStoreLive),
-    Layer.provideMerge(Layer.merge(recordingBroadcaster(log), HistoryRecorder)),
-    Layer.provideMerge(History.Default),
+    Layer.provideMerge(recordingBroadcaster(log)),
+    Layer.provideMerge(historyStore === undefined ? History.Default : History.DefaultWithoutDependencies.pipe(Layer.provide(historyStore))),
     Layer.provideMerge(MarketState.DefaultWithoutDependencies),
     Layer.provideMerge(CacheManager.Default),
     Layer.provide(StandaloneCluster),
@@ -336,7 +346,7 @@ export const start = (options: TestServerOptions = {}): Effect.Effect<TestServer
     if (options.first !== undefined) yield* market.succeed(options.first)
     const log: Array<Published> = []
     const context = yield* Layer.build(
-      stack(market, { ...TEST_DEFAULTS, ...options.config }, options.logLevel ?? LogLevel.None, log)
+      stack(market, { ...TEST_DEFAULTS, ...options.config }, options.logLevel ?? LogLevel.None, log, options.historyStore)
     ).pipe(Effect.orDie)
     const server = Context.get(context, Server)
     const state = Context.get(context, MarketState)

@@ -8,6 +8,7 @@ import { Clock, ConfigProvider, Context, DateTime, Duration, Effect, FastCheck a
 import { CacheManager } from "../../src/cache/CacheManager.js"
 import { StandaloneCluster } from "../../src/cluster/Cluster.js"
 import { AppConfig } from "../../src/Config.js"
+import { History } from "../../src/history/History.js"
 import { MarketData, type MarketFetch, UpstreamError, UpstreamReason } from "../../src/market/MarketData.js"
 import { currencyView, MarketSnapshot, type MarketView } from "../../src/market/Watchlist.js"
 import { MarketState, type StateEvent } from "../../src/state/MarketState.js"
@@ -102,6 +103,7 @@ const setup = (
     const base = yield* Layer.build(
       MarketState.DefaultWithoutDependencies.pipe(
         Layer.provideMerge(CacheManager.Default),
+        Layer.provideMerge(History.Default),
         Layer.provideMerge(StandaloneCluster),
         Layer.provideMerge(Layer.succeed(MarketData, market)),
         Layer.provideMerge(AppConfig.Default),

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { DateTime, Effect } from "effect"
-import { apiClient, callApi, fetchHistory } from "../../src/web/DashcastClient.js"
+import { apiClient, callApi, fetchHistory, fetchSparklines } from "../../src/web/DashcastClient.js"
 import * as TestServer from "../support/TestServer.js"
 import { watchlistView } from "../support/TestServer.js"
 
@@ -26,8 +26,11 @@ describe("the SDK's HTTP client", () => {
       expect(assets.currencies).toEqual(["usd", "eur"])
       expect(assets.assets.every((a) => !a.missing && a.last_good_at !== null && DateTime.isDateTime(a.last_good_at))).toBe(true)
 
-      const points = yield* Effect.promise(() => fetchHistory(base))
-      expect(points.map((p) => p.seq)).toEqual([1])
+      const history = yield* Effect.promise(() => fetchHistory(base, { asset: "ethereum", currency: "eur", range: "7d" }))
+      expect([history.asset, history.currency, history.range]).toEqual(["ethereum", "eur", "7d"])
+      expect(history.points.every(([t, price]) => Number.isInteger(t) && price > 0)).toBe(true)
+      const sparklines = yield* Effect.promise(() => fetchSparklines(base, "eur"))
+      expect(sparklines.series.map((s) => s.asset)).toEqual(["bitcoin", "ethereum"])
 
       const refused = yield* Effect.flatMap(apiClient(base), (client) => client.dashboard({ urlParams: { currency: "chf" } })).pipe(
         Effect.provide((yield* Effect.promise(() => import("@effect/platform"))).FetchHttpClient.layer),

@@ -77,9 +77,10 @@ describe.skipIf(chromiumPath === undefined)("WebSockets blocked, in Chromium aga
     await page.waitForFunction(() => document.getElementById("connection")?.dataset["state"] === "live", undefined, { timeout: 15_000 })
     expect(await badge(page)).toEqual({ state: "live", transport: "sse", text: "Live · HTTP stream" })
     expect(await page.locator("#connection").getAttribute("title")).toMatch(/WebSockets are blocked/)
-    // It did try the WebSocket, and the proxy refused it; the stream went through the proxy.
-    expect(proxy.refusedUpgrades()).toContain("/ws")
-    expect(proxy.passed()).toContain("/api/stream")
+    // It did try the WebSocket, and the proxy refused it; the stream went through the proxy. (The
+    // watchlist page asks for the currency it shows, the server's first here.)
+    expect(proxy.refusedUpgrades()).toContain("/ws?currency=usd")
+    expect(proxy.passed()).toContain("/api/stream?currency=usd")
 
     const initial = Number(await page.locator("#dashboard").getAttribute("data-seq"))
     expect(initial).toBeGreaterThanOrEqual(1)

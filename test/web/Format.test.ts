@@ -3,16 +3,19 @@
  * on the values people would read off the screen.
  */
 import { describe, expect, it } from "vitest"
-import { layoutChart, niceStep } from "../../src/web/Chart.js"
+import { extendSeries, layoutChart, niceStep, sparklinePath } from "../../src/web/Chart.js"
 import {
   direction,
   FEAR_GREED_BANDS,
   fearGreedBand,
   formatAge,
   formatChange,
+  formatCompactMoney,
   formatCompactUsd,
   formatCountdown,
+  formatDay,
   formatPrice,
+  formatPriceShort,
   formatRsi,
   rsiZone
 } from "../../src/web/Format.js"
@@ -25,6 +28,32 @@ describe("Format", () => {
     expect(formatCompactUsd(85_000_000_000)).toBe("$85.0B")
     expect(formatCompactUsd(128_400_000_000)).toBe("$128B")
     expect(formatCompactUsd(999_900_000_000)).toBe("$1.00T")
+  })
+
+  it("writes money in its own currency: its symbol, its usual decimals, enough digits for small prices", () => {
+    expect(formatPrice(3_231.12, "eur")).toBe("€3,231.12")
+    expect(formatPrice(54_012.5, "gbp")).toBe("£54,012.50")
+    // The yen has no decimals, unless a price needs them for three significant digits.
+    expect(formatPrice(10_094_897.84, "jpy")).toBe("¥10,094,898")
+    expect(formatPrice(18.54, "jpy")).toBe("¥18.5")
+    expect(formatPrice(88_000, "chf")).toBe("CHF\u00a088,000.00")
+    expect(formatPrice(64_000, "cad")).toBe("CA$64,000.00")
+    // Under one unit, four significant digits: a meme coin is not "$0.00".
+    expect(formatPrice(0.1234, "usd")).toBe("$0.1234")
+    expect(formatPrice(0.00001823, "usd")).toBe("$0.00001823")
+    expect(formatPrice(0.04831, "btc")).toBe("BTC\u00a00.04831")
+    // A vs-currency Intl does not know as a currency is written with its code.
+    expect(formatPrice(1_234.5, "sats")).toBe("1,234.50 SATS")
+    expect(formatPriceShort(64_123.45, "eur")).toBe("€64,123")
+    expect(formatPriceShort(0.5512, "usd")).toBe("$0.5512")
+    expect(formatCompactMoney(2_503_528_702_710, "eur")).toBe("€2.50T")
+    expect(formatCompactMoney(408_000_000_000_000, "jpy")).toBe("¥408T")
+  })
+
+  it("writes a day on an axis with the weekday over a week and the month over a month", () => {
+    const t = Date.parse("2026-11-16T12:00:00Z")
+    expect(formatDay(t, true)).toMatch(/^Mon 16$/)
+    expect(formatDay(t, false)).toBe("16 Nov")
   })
 
   it("writes the 24h change signed, with a true minus, and knows its direction", () => {
@@ -106,3 +135,21 @@ describe("Chart", () => {
     expect(g?.last.y).toBe(95)
   })
 })
+
+describe("small charts and live series", () => {
+  it("stretches a sparkline over its box, the low at the bottom and the high at the top", () => {
+    const d = sparklinePath([{ t: 0, price: 10 }, { t: 50, price: 20 }, { t: 100, price: 15 }], 64, 28, 2)
+    expect(d).toBe("M0,26L32,2L64,14")
+    expect(sparklinePath([{ t: 0, price: 10 }], 64, 28)).toBe("")
+  })
+
+  it("extends a series as the server does: same bucket replaces, later adds, older is ignored, too old drops", () => {
+    const H = 3_600_000
+    const points: ReadonlyArray<readonly [number, number]> = [[0, 1], [H, 2], [2 * H + 60_000, 3]]
+    expect(extendSeries(points, [2 * H + 120_000, 4], H, 24 * H)).toEqual([[0, 1], [H, 2], [2 * H + 120_000, 4]])
+    expect(extendSeries(points, [3 * H, 5], H, 24 * H)).toEqual([...points, [3 * H, 5]])
+    expect(extendSeries(points, [H + 1, 9], H, 24 * H)).toBe(points)
+    expect(extendSeries(points, [24 * H + 30 * 60_000, 6], H, 24 * H)).toEqual([[H, 2], [2 * H + 60_000, 3], [24 * H + 30 * 60_000, 6]])
+  })
+})
+

@@ -27,9 +27,23 @@ export const MarketsRow = Schema.Struct({
   market_cap: Schema.NullOr(Amount),
   total_volume: Schema.NullOr(Amount),
   last_updated: Schema.NullOr(Schema.DateTimeUtc),
-  sparkline_in_7d: Schema.optional(Schema.NullOr(Schema.Struct({ price: Schema.Array(Schema.Unknown) })))
+  // Left unchecked here so that a bad sparkline does not spoil a good price: `SparklinePrices`
+  // decodes it on its own, when the price history needs it.
+  sparkline_in_7d: Schema.optional(Schema.NullOr(Schema.Struct({ price: Schema.Unknown })))
 })
 export type MarketsRow = typeof MarketsRow.Type
+
+/** CoinGecko's sparkline holds 168 hourly prices (7 days); a little slack either way, never thousands. */
+export const SPARKLINE_MAX_POINTS = 200
+
+/**
+ * `sparkline_in_7d.price` of a `coins/markets` row: the asset's hourly prices over the last 7 days
+ * in the row's currency, oldest first, each within the price bounds (a `null` is not a price).
+ */
+export const SparklinePrices = Schema.Array(Price).pipe(
+  Schema.minItems(2, { message: () => "fewer than 2 prices" }),
+  Schema.maxItems(SPARKLINE_MAX_POINTS, { message: () => `more than ${SPARKLINE_MAX_POINTS} prices` })
+)
 
 /** `/global`: the totals of the whole crypto market in every vs-currency CoinGecko knows. */
 export const GlobalBody = Schema.Struct({
