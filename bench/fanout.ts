@@ -29,7 +29,7 @@
  * BENCH_WATCHLIST=1 (only the watchlist rung) or 0 (without it), BENCH_WATCHLIST_CLIENTS=10000,
  * BENCH_SSE=1 (only the SSE rungs) or 0 (without them), BENCH_SSE_RUNGS=1000,10000,
  * BENCH_BURST=10, BENCH_SERVERS=dashcast,bun,node, BENCH_REPS=3, BENCH_CLIENT_PROCS=2, BENCH_PIN=0,
- * BENCH_BUDGET_SECONDS=900, DASHCAST_BIN.
+ * BENCH_BUDGET_SECONDS=1500, DASHCAST_BIN.
  */
 import { existsSync, mkdirSync, writeFileSync } from "node:fs"
 import os from "node:os"
@@ -82,7 +82,7 @@ const WARMUP_BROADCASTS = 100
 const SETTLE_MS = 1000
 const WATCHLIST_SETTLE_MS = 12_000
 const startedAt = now()
-const DEADLINE = startedAt + Number(env("BENCH_BUDGET_SECONDS") ?? 900) * 1000
+const DEADLINE = startedAt + Number(env("BENCH_BUDGET_SECONDS") ?? 1500) * 1000
 
 const fdLimit = openFileLimit()
 // The server holds one descriptor per client plus a few dozen of its own; keep 300 spare.
