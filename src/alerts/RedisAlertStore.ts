@@ -5,8 +5,8 @@
  * rule owns). The client follows the cache's conventions: no offline queue, a timeout per command,
  * reconnection by itself; a failure is an error of the call, never fatal.
  */
-import { RedisClient } from "bun"
-import { Clock, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { type Duration, Effect, Layer, Option, type Redacted, Schema } from "effect"
+import { redisConnection } from "../cache/RedisConnection.js"
 import { AlertRule, AlertState, ATTEMPTS_KEPT, DeliveryAttempt, PendingDelivery, type StoredAlert } from "./AlertRule.js"
 import { AlertStore, AlertStoreError } from "./AlertStore.js"
 
@@ -65,8 +65,6 @@ const encodeState = Schema.encodeSync(StateJson)
 const encodePending = Schema.encodeSync(PendingJson)
 const encodeAttempt = Schema.encodeSync(AttemptJson)
 
-// Network timeouts are real time, also when a test drives the Clock.
-const realClock = Clock.make()
 
 /** A flat `[field, value, field, value, …]` reply (Lua's HGETALL) or an object (the client's), as entries. */
 const entriesOf = (reply: unknown): ReadonlyArray<readonly [string, string]> => {
@@ -90,39 +88,11 @@ export const RedisAlertStoreLive = (options: RedisAlertStoreOptions): Layer.Laye
   Layer.scoped(
     AlertStore,
     Effect.gen(function*() {
-      const timeout = Duration.decode(options.timeout ?? "1 second")
-      const connectTimeout = Duration.decode(options.connectTimeout ?? "2 seconds")
-      const client = yield* Effect.acquireRelease(
-        Effect.sync(() =>
-          new RedisClient(Redacted.value(options.url), {
-            // Without the offline queue, calls while disconnected are rejected at once instead of piling up.
-            enableOfflineQueue: false,
-            autoReconnect: true,
-            maxRetries: 1_000_000,
-            connectionTimeout: Duration.toMillis(connectTimeout)
-          })
-        ),
-        (client) => Effect.sync(() => client.close())
-      )
-      const connect = Effect.tryPromise(() => client.connect()).pipe(Effect.ignore)
-      // Redis down at start is not fatal: calls fail until the client has reconnected by itself.
-      yield* connect.pipe(Effect.timeout(connectTimeout), Effect.ignore, Effect.withClock(realClock))
-
-      const call = <A>(operation: string, run: () => Promise<A>) =>
-        Effect.gen(function*() {
-          if (!client.connected) yield* Effect.forkDaemon(connect)
-          return yield* Effect.tryPromise({
-            try: run,
-            catch: (cause) => new AlertStoreError({ store: "redis", operation, reason: client.connected ? "Rejected" : "Unavailable", cause })
-          }).pipe(
-            Effect.timeoutFail({
-              duration: timeout,
-              onTimeout: () =>
-                new AlertStoreError({ store: "redis", operation, reason: "Timeout", cause: new Error(`no reply within ${Duration.format(timeout)}`) })
-            }),
-            Effect.withClock(realClock)
-          )
-        })
+      // A client Bun cannot even make (a URL it refuses) is a defect in this layer.
+      const { call, client } = yield* redisConnection(
+        { url: options.url, timeout: options.timeout ?? "1 second", connectTimeout: options.connectTimeout ?? "2 seconds" },
+        (operation: string, reason, cause) => new AlertStoreError({ store: "redis", operation, reason, cause })
+      ).pipe(Effect.orDie)
       const script = (operation: string, lua: string, keys: ReadonlyArray<string>, args: ReadonlyArray<string>) =>
         call(operation, () => client.send("EVAL", [lua, String(keys.length), ...keys, ...args]))
 

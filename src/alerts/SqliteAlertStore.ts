@@ -4,10 +4,9 @@
  * `UPDATE … WHERE version = ?`, and a firing joins the outbox in the same transaction. A file that
  * cannot be opened is tried again at most every `reopenAfter`; failures are errors of the call, never fatal.
  */
-import { Database, SQLiteError } from "bun:sqlite"
-import * as fs from "node:fs"
-import * as path from "node:path"
-import { Clock, Duration, Effect, Layer, Option, Schema } from "effect"
+import type { Database } from "bun:sqlite"
+import { type Duration, Effect, Layer, Option, Schema } from "effect"
+import { sqliteConnection } from "../cache/SqliteConnection.js"
 import { AlertRule, AlertState, ATTEMPTS_KEPT, DeliveryAttempt, PendingDelivery, type StoredAlert } from "./AlertRule.js"
 import { AlertStore, AlertStoreError } from "./AlertStore.js"
 
@@ -38,73 +37,21 @@ interface RuleRow {
   readonly state: string
 }
 
-const isInMemory = (file: string) => file === "" || file === ":memory:"
-
-const openDatabase = (file: string, busyTimeoutMillis: number): Database => {
-  if (!isInMemory(file)) fs.mkdirSync(path.dirname(file), { recursive: true })
-  const db = new Database(file, { create: true, readwrite: true, strict: true })
-  try {
-    db.run(`PRAGMA busy_timeout = ${busyTimeoutMillis}`)
-    db.run("PRAGMA journal_mode = WAL")
-    db.run(`CREATE TABLE IF NOT EXISTS ${RULES} (id TEXT PRIMARY KEY, rule TEXT NOT NULL, state TEXT NOT NULL, version INTEGER NOT NULL, created_at INTEGER NOT NULL) STRICT`)
-    db.run(`CREATE TABLE IF NOT EXISTS ${OUTBOX} (webhook_id TEXT PRIMARY KEY, rule_id TEXT NOT NULL, pending TEXT NOT NULL) STRICT`)
-    db.run(`CREATE TABLE IF NOT EXISTS ${ATTEMPTS} (n INTEGER PRIMARY KEY AUTOINCREMENT, rule_id TEXT NOT NULL, attempt TEXT NOT NULL) STRICT`)
-    db.run(`CREATE INDEX IF NOT EXISTS ${ATTEMPTS}_rule ON ${ATTEMPTS} (rule_id, n)`)
-    return db
-  } catch (cause) {
-    db.close()
-    throw cause
-  }
+const createTables = (db: Database) => {
+  db.run(`CREATE TABLE IF NOT EXISTS ${RULES} (id TEXT PRIMARY KEY, rule TEXT NOT NULL, state TEXT NOT NULL, version INTEGER NOT NULL, created_at INTEGER NOT NULL) STRICT`)
+  db.run(`CREATE TABLE IF NOT EXISTS ${OUTBOX} (webhook_id TEXT PRIMARY KEY, rule_id TEXT NOT NULL, pending TEXT NOT NULL) STRICT`)
+  db.run(`CREATE TABLE IF NOT EXISTS ${ATTEMPTS} (n INTEGER PRIMARY KEY AUTOINCREMENT, rule_id TEXT NOT NULL, attempt TEXT NOT NULL) STRICT`)
+  db.run(`CREATE INDEX IF NOT EXISTS ${ATTEMPTS}_rule ON ${ATTEMPTS} (rule_id, n)`)
 }
-
-const reasonOf = (cause: unknown): AlertStoreError["reason"] => {
-  if (!(cause instanceof SQLiteError)) return "Unavailable"
-  const code = cause.code ?? ""
-  if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) return "Busy"
-  if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_NOTADB") || code.startsWith("SQLITE_CORRUPT")) return "Unavailable"
-  return "Rejected"
-}
-
-type Connection =
-  | { readonly _tag: "Open"; readonly db: Database }
-  | { readonly _tag: "Closed"; readonly retryAt: number; readonly cause: unknown }
 
 export const SqliteAlertStoreLive = (options: SqliteAlertStoreOptions): Layer.Layer<AlertStore> =>
   Layer.scoped(
     AlertStore,
     Effect.gen(function*() {
-      const reopenAfterMillis = Duration.toMillis(options.reopenAfter ?? "5 seconds")
-      const busyTimeoutMillis = Duration.toMillis(options.busyTimeout ?? "1 second")
-      let connection: Connection = { _tag: "Closed", retryAt: Number.NEGATIVE_INFINITY, cause: undefined }
-
-      const connect = (now: number): Option.Option<Database> => {
-        try {
-          const db = openDatabase(options.path, busyTimeoutMillis)
-          connection = { _tag: "Open", db }
-          return Option.some(db)
-        } catch (cause) {
-          connection = { _tag: "Closed", retryAt: now + reopenAfterMillis, cause }
-          return Option.none()
-        }
-      }
-      const drop = (now: number, cause: unknown) => {
-        if (connection._tag === "Open") connection.db.close()
-        connection = { _tag: "Closed", retryAt: now + reopenAfterMillis, cause }
-      }
-
-      const withDatabase = <A>(operation: string, use: (db: Database) => A) =>
-        Effect.gen(function*() {
-          const now = yield* Clock.currentTimeMillis
-          const db = connection._tag === "Open" ? Option.some(connection.db) : now >= connection.retryAt ? connect(now) : Option.none()
-          if (Option.isNone(db)) {
-            const cause = connection._tag === "Closed" ? connection.cause : undefined
-            return yield* new AlertStoreError({ store: "sqlite", operation, reason: reasonOf(cause), cause })
-          }
-          return yield* Effect.try({
-            try: () => use(db.value),
-            catch: (cause) => new AlertStoreError({ store: "sqlite", operation, reason: reasonOf(cause), cause })
-          }).pipe(Effect.tapError((error) => (error.reason === "Busy" ? Effect.void : Effect.sync(() => drop(now, error.cause)))))
-        })
+      const withDatabase = yield* sqliteConnection(
+        { path: options.path, reopenAfter: options.reopenAfter ?? "5 seconds", busyTimeout: options.busyTimeout ?? "1 second", setup: createTables },
+        (operation: string, reason, cause) => new AlertStoreError({ store: "sqlite", operation, reason, cause })
+      )
 
       const decodeRow = (row: RuleRow): Effect.Effect<Option.Option<StoredAlert>> =>
         Effect.all({ rule: Schema.decodeUnknown(RuleJson)(row.rule), state: Schema.decodeUnknown(StateJson)(row.state) }).pipe(
@@ -112,11 +59,6 @@ export const SqliteAlertStoreLive = (options: SqliteAlertStoreOptions): Layer.La
           Effect.catchTag("ParseError", (error) =>
             Effect.as(Effect.logWarning("ignoring an alert rule that does not decode").pipe(Effect.annotateLogs({ error: error.message })), Option.none()))
         )
-
-      yield* Effect.acquireRelease(
-        Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => connect(now))),
-        () => Effect.sync(() => drop(Number.POSITIVE_INFINITY, undefined))
-      )
 
       return AlertStore.of({
         kind: "sqlite",

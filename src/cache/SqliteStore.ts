@@ -2,11 +2,10 @@
  * The default L2 store: one `bun:sqlite` file in WAL mode at `CACHE_PATH`, so the last summary
  * survives a restart. A file that cannot be opened or used is closed and reopened later by itself.
  */
-import { Database, SQLiteError } from "bun:sqlite"
-import * as fs from "node:fs"
-import * as path from "node:path"
-import { Clock, Duration, Effect, Layer, Option } from "effect"
-import { CacheStore, CacheStoreError, type CacheStoreReason, expiryOf } from "./CacheStore.js"
+import type { Database } from "bun:sqlite"
+import { type Duration, Effect, Layer, Option } from "effect"
+import { CacheStore, CacheStoreError, expiryOf } from "./CacheStore.js"
+import { sqliteConnection } from "./SqliteConnection.js"
 
 export interface SqliteStoreOptions {
   /** The database file (its folder is created), or `:memory:`. */
@@ -25,86 +24,21 @@ interface Row {
   readonly expires_at: number
 }
 
-type Connection =
-  | { readonly _tag: "Open"; readonly db: Database }
-  | { readonly _tag: "Closed"; readonly retryAt: number; readonly cause: unknown }
-
-const isInMemory = (file: string) => file === "" || file === ":memory:"
-
-const openDatabase = (file: string, busyTimeoutMillis: number): Database => {
-  if (!isInMemory(file)) fs.mkdirSync(path.dirname(file), { recursive: true })
-  const db = new Database(file, { create: true, readwrite: true, strict: true })
-  try {
-    // A file that is not a database opens fine and fails on its first statement, here.
-    db.run(`PRAGMA busy_timeout = ${busyTimeoutMillis}`)
-    db.run("PRAGMA journal_mode = WAL")
-    db.run(`CREATE TABLE IF NOT EXISTS ${TABLE} (name TEXT PRIMARY KEY, json TEXT NOT NULL, expires_at INTEGER NOT NULL) STRICT, WITHOUT ROWID`)
-    return db
-  } catch (cause) {
-    db.close()
-    throw cause
-  }
-}
-
-const reasonOf = (cause: unknown): CacheStoreReason => {
-  if (!(cause instanceof SQLiteError)) return "Unavailable"
-  const code = cause.code ?? ""
-  if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) return "Busy"
-  if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_NOTADB") || code.startsWith("SQLITE_CORRUPT")) {
-    return "Unavailable"
-  }
-  return "Rejected"
-}
+const createTable = (db: Database) =>
+  db.run(`CREATE TABLE IF NOT EXISTS ${TABLE} (name TEXT PRIMARY KEY, json TEXT NOT NULL, expires_at INTEGER NOT NULL) STRICT, WITHOUT ROWID`)
 
 export const SqliteStoreLive = (options: SqliteStoreOptions): Layer.Layer<CacheStore> =>
   Layer.scoped(
     CacheStore,
     Effect.gen(function*() {
-      const reopenAfterMillis = Duration.toMillis(options.reopenAfter ?? "30 seconds")
-      const busyTimeoutMillis = Duration.toMillis(options.busyTimeout ?? "200 millis")
-      let connection: Connection = { _tag: "Closed", retryAt: Number.NEGATIVE_INFINITY, cause: undefined }
-
-      const connect = (now: number): Option.Option<Database> => {
-        try {
-          const db = openDatabase(options.path, busyTimeoutMillis)
-          connection = { _tag: "Open", db }
-          return Option.some(db)
-        } catch (cause) {
-          connection = { _tag: "Closed", retryAt: now + reopenAfterMillis, cause }
-          return Option.none()
-        }
-      }
-
-      const drop = (now: number, cause: unknown) => {
-        if (connection._tag === "Open") connection.db.close()
-        connection = { _tag: "Closed", retryAt: now + reopenAfterMillis, cause }
-      }
-
-      /** Runs `use` on an open database, reopening at most every `reopenAfter`, failing fast between tries. */
-      const withDatabase = <A>(operation: "get" | "set", use: (db: Database, now: number) => A) =>
-        Effect.gen(function*() {
-          const now = yield* Clock.currentTimeMillis
-          const db = connection._tag === "Open"
-            ? Option.some(connection.db)
-            : now >= connection.retryAt
-            ? connect(now)
-            : Option.none()
-          if (Option.isNone(db)) {
-            const cause = connection._tag === "Closed" ? connection.cause : undefined
-            return yield* new CacheStoreError({ store: "sqlite", operation, reason: reasonOf(cause), cause })
-          }
-          return yield* Effect.try({
-            try: () => use(db.value, now),
-            catch: (cause) => new CacheStoreError({ store: "sqlite", operation, reason: reasonOf(cause), cause })
-          }).pipe(
-            // A lock passes; anything else (read-only, I/O error, a table gone) gets a fresh handle later.
-            Effect.tapError((error) => error.reason === "Busy" ? Effect.void : Effect.sync(() => drop(now, error.cause)))
-          )
-        })
-
-      yield* Effect.acquireRelease(
-        Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => connect(now))),
-        () => Effect.sync(() => drop(Number.POSITIVE_INFINITY, undefined))
+      const withDatabase = yield* sqliteConnection(
+        {
+          path: options.path,
+          reopenAfter: options.reopenAfter ?? "30 seconds",
+          busyTimeout: options.busyTimeout ?? "200 millis",
+          setup: createTable
+        },
+        (operation: "get" | "set", reason, cause) => new CacheStoreError({ store: "sqlite", operation, reason, cause })
       )
 
       return CacheStore.of({

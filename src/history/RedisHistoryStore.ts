@@ -5,8 +5,8 @@
  * can never leave two points in one bucket; a round is one call per 64 series tiers. Every key expires a tier's retention after its last
  * write, so the series of an asset that is no longer watched leave Redis by themselves.
  */
-import { RedisClient } from "bun"
-import { Array as Arr, Clock, Duration, Effect, Layer, Redacted } from "effect"
+import { Array as Arr, type Duration, Effect, Layer, type Redacted } from "effect"
+import { locationOf, redisConnection } from "../cache/RedisConnection.js"
 import { HistoryStore, HistoryStoreError } from "./HistoryStore.js"
 import { bucketOf, keepFrom, type Point, type Tier } from "./Tiers.js"
 
@@ -55,11 +55,6 @@ return 0
 /** Series tiers per call: a round of a large watchlist is a few calls, none holding Redis long. */
 const KEYS_PER_CALL = 64
 
-// Network timeouts are real time, also when a test drives the Clock.
-const realClock = Clock.make()
-
-const locationOf = (url: string): string => (URL.canParse(url) ? `${new URL(url).protocol}//${new URL(url).host}` : "redis")
-
 /** `<t>:<price>`; a member that does not parse (not ours) is left out. */
 const parseMember = (member: string): Point | undefined => {
   const colon = member.indexOf(":")
@@ -72,61 +67,14 @@ export const RedisHistoryStoreLive = (options: RedisHistoryOptions): Layer.Layer
   Layer.scoped(
     HistoryStore,
     Effect.gen(function*() {
-      const timeout = Duration.decode(options.timeout ?? "1 second")
-      const connectTimeout = Duration.decode(options.connectTimeout ?? "2 seconds")
-      const scope = yield* Effect.scope
-      // Set when the client has used up its reconnection attempts and will not try again by itself.
-      let gaveUp = false
-
-      const client = yield* Effect.acquireRelease(
-        Effect.try({
-          try: () =>
-            new RedisClient(Redacted.value(options.url), {
-              // Calls while disconnected fail at once instead of piling up.
-              enableOfflineQueue: false,
-              autoReconnect: true,
-              maxRetries: 1_000_000,
-              connectionTimeout: Duration.toMillis(connectTimeout)
-            }),
-          catch: (cause) => new HistoryStoreError({ store: "redis", operation: "open", reason: "Rejected", cause })
-        }),
-        (client) =>
-          Effect.sync(() => {
-            client.onclose = null
-            client.close()
-          })
+      const { call, client } = yield* redisConnection(
+        { url: options.url, timeout: options.timeout ?? "1 second", connectTimeout: options.connectTimeout ?? "2 seconds" },
+        (operation: "open" | "write" | "read", reason, cause) => new HistoryStoreError({ store: "redis", operation, reason, cause })
       )
-      client.onconnect = () => {
-        gaveUp = false
-      }
-      client.onclose = () => {
-        gaveUp = true
-      }
-      const connect = Effect.tryPromise(() => client.connect()).pipe(Effect.ignore)
-      yield* connect.pipe(Effect.timeout(connectTimeout), Effect.ignore, Effect.withClock(realClock))
-
-      const call = <A>(operation: "write" | "read", run: () => Promise<A>) =>
-        Effect.gen(function*() {
-          if (gaveUp && !client.connected) {
-            gaveUp = false
-            yield* Effect.forkIn(connect, scope)
-          }
-          return yield* Effect.tryPromise({
-            try: run,
-            catch: (cause) => new HistoryStoreError({ store: "redis", operation, reason: client.connected ? "Rejected" : "Unavailable", cause })
-          }).pipe(
-            Effect.timeoutFail({
-              duration: timeout,
-              onTimeout: () =>
-                new HistoryStoreError({ store: "redis", operation, reason: "Timeout", cause: new Error(`no reply within ${Duration.format(timeout)}`) })
-            }),
-            Effect.withClock(realClock)
-          )
-        })
 
       return HistoryStore.of({
         kind: "redis",
-        location: locationOf(Redacted.value(options.url)),
+        location: locationOf(options.url),
         write: Effect.fn("RedisHistoryStore.write")(function*(writes, now) {
           const parts = writes.flatMap((write) =>
             write.tiers.map((tier) => {

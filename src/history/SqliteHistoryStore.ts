@@ -3,11 +3,10 @@
  * per series, tier and bucket. It opens its own connection to the file (WAL lets it and the cache
  * write side by side) and, like the cache, reopens a file it could not use after a while.
  */
-import { Database, SQLiteError } from "bun:sqlite"
-import * as fs from "node:fs"
-import * as path from "node:path"
-import { Clock, Duration, Effect, Layer, Option } from "effect"
-import { HistoryStore, HistoryStoreError, type HistoryStoreReason } from "./HistoryStore.js"
+import type { Database } from "bun:sqlite"
+import { type Duration, Effect, Layer } from "effect"
+import { sqliteConnection } from "../cache/SqliteConnection.js"
+import { HistoryStore, HistoryStoreError } from "./HistoryStore.js"
 import { bucketOf, keepFrom, type Point, TIERS } from "./Tiers.js"
 
 export interface SqliteHistoryOptions {
@@ -22,41 +21,17 @@ export interface SqliteHistoryOptions {
 // Versioned like the cache's table, so that a file written by an incompatible schema is not misread.
 const TABLE = "history_v1"
 
-type Connection =
-  | { readonly _tag: "Open"; readonly db: Database }
-  | { readonly _tag: "Closed"; readonly retryAt: number; readonly cause: unknown }
-
-const isInMemory = (file: string) => file === "" || file === ":memory:"
-
-const openDatabase = (file: string, busyTimeoutMillis: number): Database => {
-  if (!isInMemory(file)) fs.mkdirSync(path.dirname(file), { recursive: true })
-  const db = new Database(file, { create: true, readwrite: true, strict: true })
-  try {
-    db.run(`PRAGMA busy_timeout = ${busyTimeoutMillis}`)
-    db.run("PRAGMA journal_mode = WAL")
-    // In WAL mode, NORMAL makes a commit durable against a crash of the process (kill -9) without an
-    // fsync per round; a power cut may lose the last rounds of a chart, never the file.
-    db.run("PRAGMA synchronous = NORMAL")
-    db.run(
-      `CREATE TABLE IF NOT EXISTS ${TABLE} (
-        currency TEXT NOT NULL, asset TEXT NOT NULL, tier INTEGER NOT NULL, bucket INTEGER NOT NULL,
-        t INTEGER NOT NULL, price REAL NOT NULL,
-        PRIMARY KEY (currency, asset, tier, bucket)
-      ) STRICT, WITHOUT ROWID`
-    )
-    return db
-  } catch (cause) {
-    db.close()
-    throw cause
-  }
-}
-
-const reasonOf = (cause: unknown): HistoryStoreReason => {
-  if (!(cause instanceof SQLiteError)) return "Unavailable"
-  const code = cause.code ?? ""
-  if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) return "Busy"
-  if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_NOTADB") || code.startsWith("SQLITE_CORRUPT")) return "Unavailable"
-  return "Rejected"
+const setup = (db: Database) => {
+  // In WAL mode, NORMAL makes a commit durable against a crash of the process (kill -9) without an
+  // fsync per round; a power cut may lose the last rounds of a chart, never the file.
+  db.run("PRAGMA synchronous = NORMAL")
+  db.run(
+    `CREATE TABLE IF NOT EXISTS ${TABLE} (
+      currency TEXT NOT NULL, asset TEXT NOT NULL, tier INTEGER NOT NULL, bucket INTEGER NOT NULL,
+      t INTEGER NOT NULL, price REAL NOT NULL,
+      PRIMARY KEY (currency, asset, tier, bucket)
+    ) STRICT, WITHOUT ROWID`
+  )
 }
 
 const UPSERT_LIVE = `INSERT INTO ${TABLE} (currency, asset, tier, bucket, t, price) VALUES (?, ?, ?, ?, ?, ?)
@@ -73,43 +48,9 @@ export const SqliteHistoryStoreLive = (options: SqliteHistoryOptions): Layer.Lay
   Layer.scoped(
     HistoryStore,
     Effect.gen(function*() {
-      const reopenAfterMillis = Duration.toMillis(options.reopenAfter ?? "30 seconds")
-      const busyTimeoutMillis = Duration.toMillis(options.busyTimeout ?? "200 millis")
-      let connection: Connection = { _tag: "Closed", retryAt: Number.NEGATIVE_INFINITY, cause: undefined }
-
-      const connect = (now: number): Option.Option<Database> => {
-        try {
-          const db = openDatabase(options.path, busyTimeoutMillis)
-          connection = { _tag: "Open", db }
-          return Option.some(db)
-        } catch (cause) {
-          connection = { _tag: "Closed", retryAt: now + reopenAfterMillis, cause }
-          return Option.none()
-        }
-      }
-
-      const drop = (now: number, cause: unknown) => {
-        if (connection._tag === "Open") connection.db.close()
-        connection = { _tag: "Closed", retryAt: now + reopenAfterMillis, cause }
-      }
-
-      const withDatabase = <A>(operation: "write" | "read" | "trim", use: (db: Database) => A) =>
-        Effect.gen(function*() {
-          const now = yield* Clock.currentTimeMillis
-          const db = connection._tag === "Open" ? Option.some(connection.db) : now >= connection.retryAt ? connect(now) : Option.none()
-          if (Option.isNone(db)) {
-            const cause = connection._tag === "Closed" ? connection.cause : undefined
-            return yield* new HistoryStoreError({ store: "sqlite", operation, reason: reasonOf(cause), cause })
-          }
-          return yield* Effect.try({
-            try: () => use(db.value),
-            catch: (cause) => new HistoryStoreError({ store: "sqlite", operation, reason: reasonOf(cause), cause })
-          }).pipe(Effect.tapError((error) => (error.reason === "Busy" ? Effect.void : Effect.sync(() => drop(now, error.cause)))))
-        })
-
-      yield* Effect.acquireRelease(
-        Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => connect(now))),
-        () => Effect.sync(() => drop(Number.POSITIVE_INFINITY, undefined))
+      const withDatabase = yield* sqliteConnection(
+        { path: options.path, reopenAfter: options.reopenAfter ?? "30 seconds", busyTimeout: options.busyTimeout ?? "200 millis", setup },
+        (operation: "write" | "read" | "trim", reason, cause) => new HistoryStoreError({ store: "sqlite", operation, reason, cause })
       )
 
       return HistoryStore.of({
