@@ -333,6 +333,8 @@ export class Updater extends Effect.Service<Updater>()("dashcast/Updater", {
         if (Option.isSome(wait)) return yield* new RefreshTooSoon({ retryAfter: wait.value, reason: "min_fetch_gap" })
         return yield* fetchCoalesced("force_update")
       }),
+      /** Waits until the round in flight, if any, has ended (whatever its outcome). */
+      idle: Effect.suspend(() => Option.match(inFlight, { onNone: () => Effect.void, onSome: (d) => Effect.ignore(Deferred.await(d)) })),
       refreshIfStale
     }
   }),

@@ -289,7 +289,7 @@ export interface TestServer {
   readonly published: () => ReadonlyArray<Published>
   /** A request to this server, given a path (5 s timeout). */
   readonly fetch: (path: string, init?: BunFetchRequestInit) => Effect.Effect<Response>
-  /** Waits until a snapshot with at least `seq` is the latest (5 s at most) and returns it. */
+  /** Waits until a snapshot with at least `seq` is the latest and the round in flight has ended (5 s at most); returns it. */
   readonly awaitSeq: (seq: number) => Effect.Effect<MarketSnapshot>
 }
 
@@ -350,6 +350,7 @@ export const start = (options: TestServerOptions = {}): Effect.Effect<TestServer
     ).pipe(Effect.orDie)
     const server = Context.get(context, Server)
     const state = Context.get(context, MarketState)
+    const updater = Context.get(context, Updater)
     const base = new URL(server.url.href)
     const testServer: TestServer = {
       url: base,
@@ -357,7 +358,7 @@ export const start = (options: TestServerOptions = {}): Effect.Effect<TestServer
       market,
       state,
       broadcaster: Context.get(context, Broadcaster),
-      updater: Context.get(context, Updater),
+      updater,
       alerts: Context.get(context, Alerts),
       server,
       published: () => log,
@@ -369,6 +370,8 @@ export const start = (options: TestServerOptions = {}): Effect.Effect<TestServer
         Effect.sync(() => state.current()).pipe(
           Effect.flatMap(Option.filter((s) => s.seq >= seq)),
           Effect.retry(pollEvery),
+          // The round that published it has ended, so that the next force update is a new round.
+          Effect.tap(() => updater.idle),
           Effect.timeoutFail({
             duration: Duration.seconds(5),
             onTimeout: () => new Error(`no snapshot with seq >= ${seq} within 5 seconds`)
