@@ -5,7 +5,7 @@
  * decodes is a miss. An L2 failure degrades to L1: it is counted, logged once per outage, and L2 is
  * used again as soon as it answers.
  */
-import { Clock, Duration, Effect, Layer, Option, Schema } from "effect"
+import { Clock, Duration, Effect, Layer, Option, type ParseResult, Schema } from "effect"
 import { AppConfig } from "../Config.js"
 import { CacheStore, type CacheStoreError, expiryOf } from "./CacheStore.js"
 import { RedisStoreLive } from "./RedisStore.js"
@@ -18,14 +18,30 @@ export interface CacheKey<A, I> {
   readonly ttl: Duration.Duration
   /** The value's JSON codec, built once per key rather than on every read and write. */
   readonly json: Schema.Schema<A, string>
+  /** Writes a value as JSON: with the codec, or with the key's own encoder of the Schema's encoded form. */
+  readonly toJson: (value: A) => Effect.Effect<string, ParseResult.ParseError>
 }
 
-export const cacheKey = <A, I>(name: string, schema: Schema.Schema<A, I>, ttl: Duration.DurationInput): CacheKey<A, I> => ({
-  name,
-  schema,
-  ttl: Duration.decode(ttl),
-  json: Schema.parseJson(schema)
-})
+/**
+ * A cache key. `encode`, when given, replaces `Schema.encode` on writes (a value written every round
+ * whose Schema is costly to run again, see `encodeSnapshot`); it must give what the Schema gives,
+ * and reads still decode with the Schema.
+ */
+export const cacheKey = <A, I>(
+  name: string,
+  schema: Schema.Schema<A, I>,
+  ttl: Duration.DurationInput,
+  encode?: (value: A) => I
+): CacheKey<A, I> => {
+  const json = Schema.parseJson(schema)
+  return {
+    name,
+    schema,
+    ttl: Duration.decode(ttl),
+    json,
+    toJson: encode === undefined ? Schema.encode(json) : (value) => Effect.sync(() => JSON.stringify(encode(value)))
+  }
+}
 
 /**
  * Counters of one tier since start. `hits` and `misses` count lookups (a value that does not decode
@@ -189,7 +205,7 @@ export class CacheManager extends Effect.Service<CacheManager>()("dashcast/Cache
 
     const set = Effect.fn("CacheManager.set")(function*<A, I>(key: CacheKey<A, I>, value: A) {
       const now = yield* Clock.currentTimeMillis
-      const json = yield* Effect.orDie(Schema.encode(key.json)(value))
+      const json = yield* Effect.orDie(key.toJson(value))
       remember(key.name, { json, expiresAt: expiryOf(now, key.ttl) })
       yield* guarded("set", key.name, store.set(key.name, json, key.ttl))
     })

@@ -4,7 +4,7 @@
  * what is stale. One `MarketSnapshot` is what the updater produces, the cache keeps, the cluster
  * relays and every frame and HTTP answer is built from.
  */
-import { Schema } from "effect"
+import { DateTime, Schema } from "effect"
 import { Amount, ChangePercent, Price, Total } from "./Bounds.js"
 import { DashboardSummary, type SummaryField } from "./DashboardSummary.js"
 
@@ -109,6 +109,59 @@ export class MarketSnapshot extends Schema.Class<MarketSnapshot>("MarketSnapshot
   fetched_at: Schema.DateTimeUtc
 }) {}
 
+/**
+ * A snapshot in its encoded (JSON) form, for the cache and the cluster channel on every round.
+ * Written out instead of `Schema.encode`, which checks every refinement of every quote again (a few
+ * milliseconds for 50 assets in 3 currencies, per round) for values that were checked when they were
+ * decoded or made. Typed by the Schema's encoded side; test/market/Watchlist.test.ts checks it
+ * equals `Schema.encode` for any snapshot. Decoding still goes through the Schema.
+ */
+export const encodeSnapshot = (snapshot: MarketSnapshot): typeof MarketSnapshot.Encoded => {
+  const { view } = snapshot
+  const quotes: Record<string, Record<string, typeof Quote.Encoded>> = {}
+  for (const [currency, byAsset] of Object.entries(view.quotes)) {
+    const encoded: Record<string, typeof Quote.Encoded> = {}
+    for (const [asset, quote] of Object.entries(byAsset)) {
+      encoded[asset] = {
+        price: quote.price,
+        change_24h: quote.change_24h,
+        market_cap: quote.market_cap,
+        volume_24h: quote.volume_24h,
+        last_updated: DateTime.formatIso(quote.last_updated),
+        fetched_at: DateTime.formatIso(quote.fetched_at)
+      }
+    }
+    quotes[currency] = encoded
+  }
+  const totals: Record<string, typeof MarketTotals.Encoded> = {}
+  for (const [currency, t] of Object.entries(view.totals)) {
+    totals[currency] = { total_market_cap: t.total_market_cap, total_volume: t.total_volume }
+  }
+  const fearGreed = view.fear_greed
+  return {
+    view: {
+      assets: view.assets.map((info) => ({ id: info.id, symbol: info.symbol, name: info.name })),
+      missing: view.missing,
+      quotes,
+      rsi: view.rsi,
+      totals,
+      fear_greed: fearGreed._tag === "Some"
+        ? { value: fearGreed.value.value, label: fearGreed.value.label, refresh_at: fearGreed.value.refresh_at }
+        : null,
+      stale: {
+        currencies: view.stale.currencies,
+        quotes: view.stale.quotes,
+        rsi: view.stale.rsi,
+        totals: view.stale.totals,
+        fear_greed: view.stale.fear_greed
+      },
+      charts: view.charts
+    },
+    seq: snapshot.seq,
+    fetched_at: DateTime.formatIso(snapshot.fetched_at)
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // What one currency's frame shows
 
@@ -205,6 +258,7 @@ const legacySummary = (snapshot: MarketSnapshot, currency: Currency): DashboardS
   if (btc === undefined || btc.change_24h === null || totals === undefined || rsi === undefined || view.fear_greed._tag === "None") {
     return undefined
   }
+  // Not checked again: each field comes from a value of the snapshot whose Schema has the same bounds.
   return DashboardSummary.make({
     btc_price: btc.price,
     btc_change_24h: btc.change_24h,
@@ -213,7 +267,7 @@ const legacySummary = (snapshot: MarketSnapshot, currency: Currency): DashboardS
     fear_greed_index: view.fear_greed.value.value,
     rsi_14: rsi,
     last_updated: snapshot.fetched_at
-  })
+  }, true)
 }
 
 const legacyStaleFields = (stale: StaleParts, currency: Currency): ReadonlyArray<SummaryField> => [

@@ -4,7 +4,7 @@
  * `currency`, `assets`, `market`, `seq`, `age_seconds`, `stale`, `stale_fields` and `stale_paths`
  * are our additions, and `data` (the seed's summary) is there whenever bitcoin is watched.
  */
-import { Either, ParseResult, Schema } from "effect"
+import { DateTime, Either, ParseResult, Schema } from "effect"
 import { Condition } from "../alerts/AlertRule.js"
 import { DashboardSummary, SummaryField } from "../market/DashboardSummary.js"
 import { AssetQuote, type CurrencyView, MarketSide } from "../market/Watchlist.js"
@@ -117,20 +117,47 @@ export interface EncodedView {
   readonly hasStaleValues: boolean
 }
 
-const encodeViewFields = Schema.encodeSync(Schema.Struct(ViewFields))
-
-/** A currency's view as the view members of a frame (optional ones only when they say something). */
-export const viewMembers = (view: CurrencyView): Schema.Schema.Type<Schema.Struct<typeof ViewFields>> => ({
-  currency: view.currency,
-  assets: view.assets,
-  market: view.market,
-  ...(view.data === undefined ? {} : { data: view.data }),
-  ...(view.staleFields.length > 0 ? { stale_fields: view.staleFields } : {}),
-  ...(view.stalePaths.length > 0 ? { stale_paths: view.stalePaths } : {})
-})
+/**
+ * The view members in their encoded (JSON) form. Written out instead of `Schema.encode`, which
+ * checks every refinement of 50 assets again on every update and currency (four times the cost, on
+ * the path to every client), for values that were checked when they were decoded or made. The
+ * result is typed by the Schema's encoded side, and test/realtime/Protocol.test.ts checks it equals
+ * `Schema.encode` for any view.
+ */
+export const encodeViewMembers = (view: CurrencyView): Schema.Struct.Encoded<typeof ViewFields> => {
+  const data = view.data
+  return {
+    currency: view.currency,
+    assets: view.assets.map((asset) => ({
+      id: asset.id,
+      symbol: asset.symbol,
+      name: asset.name,
+      price: asset.price,
+      change_24h: asset.change_24h,
+      market_cap: asset.market_cap,
+      volume_24h: asset.volume_24h,
+      rsi_14: asset.rsi_14,
+      last_updated: DateTime.formatIso(asset.last_updated)
+    })),
+    market: view.market,
+    ...(data === undefined ? {} : {
+      data: {
+        btc_price: data.btc_price,
+        btc_change_24h: data.btc_change_24h,
+        market_cap: data.market_cap,
+        volume_24h: data.volume_24h,
+        fear_greed_index: data.fear_greed_index,
+        rsi_14: data.rsi_14,
+        last_updated: DateTime.formatIso(data.last_updated)
+      }
+    }),
+    ...(view.staleFields.length > 0 ? { stale_fields: view.staleFields } : {}),
+    ...(view.stalePaths.length > 0 ? { stale_paths: view.stalePaths } : {})
+  }
+}
 
 export const encodeView = (view: CurrencyView, seq: number): EncodedView => {
-  const json = JSON.stringify(encodeViewFields(viewMembers(view)))
+  const json = JSON.stringify(encodeViewMembers(view))
   return { currency: view.currency, seq, members: json.slice(1, -1), hasStaleValues: view.stalePaths.length > 0 }
 }
 

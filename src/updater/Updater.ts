@@ -10,13 +10,13 @@ import { Cluster } from "../cluster/Cluster.js"
 import { AppConfig } from "../Config.js"
 import { History } from "../history/History.js"
 import { MarketData, type UpstreamError } from "../market/MarketData.js"
-import { MarketSnapshot } from "../market/Watchlist.js"
+import { encodeSnapshot, MarketSnapshot } from "../market/Watchlist.js"
 import * as Metrics from "../metrics/Metrics.js"
 import { MarketState, type UpdateSource } from "../state/MarketState.js"
 import { Attempt, type Decision, updateDecisions } from "./Policy.js"
 
 /** The latest snapshot, kept long enough to survive restarts and outages (its age is shown). */
-export const SnapshotKey = cacheKey("market:snapshot", MarketSnapshot, "7 days")
+export const SnapshotKey = cacheKey("market:snapshot", MarketSnapshot, "7 days", encodeSnapshot)
 
 /**
  * A force update or refresh that may not call upstream now: within `MIN_FETCH_GAP` of the last
