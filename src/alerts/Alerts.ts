@@ -129,7 +129,7 @@ export class Alerts extends Effect.Service<Alerts>()("dashcast/Alerts", {
           seq: firing.seq,
           timestamp: new Date(firing.at).toISOString()
         })
-        const relayed = yield* cluster.broadcast(encodeEnvelope({ kind: "alert", currency: firing.rule.currency, frame }))
+        const relayed = yield* cluster.broadcast(() => encodeEnvelope({ kind: "alert", currency: firing.rule.currency, frame }))
         if (!relayed) broadcaster.publishOnTopic(firing.rule.currency, frame)
       })
 

@@ -3,7 +3,8 @@
  * summary sequence, the channel every broadcast travels on, and the gap between upstream calls.
  * One port, two implementations: `Standalone` (no Redis) here and `RedisCluster` beside it.
  */
-import { Context, Duration, Effect, Layer, Option, SubscriptionRef } from "effect"
+import { Context, type Duration, Effect, Layer, Option, SubscriptionRef } from "effect"
+import type { LazyArg } from "effect/Function"
 
 export class Cluster extends Context.Tag("dashcast/Cluster")<Cluster, {
   readonly kind: "standalone" | "redis"
@@ -14,8 +15,9 @@ export class Cluster extends Context.Tag("dashcast/Cluster")<Cluster, {
   /**
    * Hands a message to every instance, this one included, exactly once each (through the
    * handler given to `onMessage`). `false` means it did not go out: deliver it locally yourself.
+   * The message is made only if it goes out (a single instance never encodes a snapshot for it).
    */
-  readonly broadcast: (message: string) => Effect.Effect<boolean>
+  readonly broadcast: (message: LazyArg<string>) => Effect.Effect<boolean>
   /**
    * Adds a reader of the channel's messages; every reader gets every message, synchronously, in
    * arrival order (the market state reads its envelopes, the alerts theirs; each ignores the rest).

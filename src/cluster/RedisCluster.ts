@@ -228,7 +228,7 @@ export const RedisClusterLive = (options: RedisClusterOptions): Layer.Layer<Clus
             })
           ),
         broadcast: (message) =>
-          call(() => commands.publish(UPDATES_CHANNEL, message)).pipe(
+          call(() => commands.publish(UPDATES_CHANNEL, message())).pipe(
             // Zero receivers means not even this instance's subscriber heard it: deliver locally.
             Effect.map((receivers) => receivers > 0),
             Effect.orElseSucceed(() => false)

@@ -8,7 +8,7 @@
 import { Clock, DateTime, Duration, Effect, Option, Schema } from "effect"
 import { Cluster } from "../cluster/Cluster.js"
 import { AppConfig } from "../Config.js"
-import { MarketSnapshot } from "../market/Watchlist.js"
+import { encodeSnapshot, MarketSnapshot } from "../market/Watchlist.js"
 import { UpdateSource } from "./UpdateSource.js"
 
 export { UpdateSource }
@@ -34,13 +34,17 @@ export interface Freshness {
 }
 
 /** What travels on the cluster channel. */
+const UpdateEnvelope = Schema.Struct({ kind: Schema.Literal("update"), source: UpdateSource, snapshot: MarketSnapshot })
 const Envelope = Schema.parseJson(Schema.Union(
-  Schema.Struct({ kind: Schema.Literal("update"), source: UpdateSource, snapshot: MarketSnapshot }),
+  UpdateEnvelope,
   Schema.Struct({ kind: Schema.Literal("error"), error: Schema.String, at: Schema.Number, retryAfterSeconds: Schema.Number }),
   Schema.Struct({ kind: Schema.Literal("hold"), until: Schema.Number })
 ))
 const encodeEnvelope = Schema.encodeSync(Envelope)
 const decodeEnvelope = Schema.decodeUnknownEither(Envelope)
+/** An update on its way to every instance, before their clients get it: the snapshot's own encoder (`encodeSnapshot`). */
+const encodeUpdateEnvelope = (snapshot: MarketSnapshot, source: UpdateSource): string =>
+  JSON.stringify({ kind: "update", source, snapshot: encodeSnapshot(snapshot) } satisfies typeof UpdateEnvelope.Encoded)
 
 export class MarketState extends Effect.Service<MarketState>()("dashcast/MarketState", {
   effect: Effect.gen(function*() {
@@ -121,14 +125,14 @@ export class MarketState extends Effect.Service<MarketState>()("dashcast/MarketS
         }),
       /** Publishes a new snapshot to every instance's readers, this one's included. */
       publish: Effect.fn("MarketState.publish")(function*(snapshot: MarketSnapshot, source: UpdateSource) {
-        const relayed = yield* cluster.broadcast(encodeEnvelope({ kind: "update", source, snapshot }))
+        const relayed = yield* cluster.broadcast(() => encodeUpdateEnvelope(snapshot, source))
         if (!relayed) applyUpdate(snapshot, source)
         yield* Effect.logDebug("update published").pipe(Effect.annotateLogs({ seq: snapshot.seq, source, relayed }))
       }),
       /** Tells every instance's readers that upstream failed and when the next attempt is. */
       publishError: Effect.fn("MarketState.publishError")(function*(error: string, retryAfterSeconds: number) {
         const at = yield* Clock.currentTimeMillis
-        const relayed = yield* cluster.broadcast(encodeEnvelope({ kind: "error", error, at, retryAfterSeconds }))
+        const relayed = yield* cluster.broadcast(() => encodeEnvelope({ kind: "error", error, at, retryAfterSeconds }))
         if (!relayed) applyError(error, at, retryAfterSeconds)
       }),
       /**
@@ -138,7 +142,7 @@ export class MarketState extends Effect.Service<MarketState>()("dashcast/MarketS
        */
       holdUpstream: Effect.fn("MarketState.holdUpstream")(function*(until: number) {
         if (until <= heldUntil) return
-        const relayed = yield* cluster.broadcast(encodeEnvelope({ kind: "hold", until }))
+        const relayed = yield* cluster.broadcast(() => encodeEnvelope({ kind: "hold", until }))
         if (!relayed) heldUntil = until
       }),
       /** What is left of the provider's wait, if any. */

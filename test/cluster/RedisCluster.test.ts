@@ -207,14 +207,14 @@ describe.skipIf(!hasTool("redis-server"))("RedisCluster", () => {
       const started = performance.now()
       expect(yield* a!.cluster.claimFetch(Duration.seconds(1), true)).toEqual(Option.none())
       expect(yield* a!.cluster.nextSeq(20)).toBe(21)
-      expect(yield* a!.cluster.broadcast("during")).toBe(false)
+      expect(yield* a!.cluster.broadcast(() => "during")).toBe(false)
       const updateMs = performance.now() - started
       expect(updateMs, "claimFetch + nextSeq + broadcast while Redis hangs").toBeLessThan(1_000 + 400)
       // The other instance found the hang by itself (heartbeat): it leads, and its commands fail at once.
       yield* eventually("both instances lead", Effect.map(leadersOf(all), (l) => (l.length === 2 ? l : undefined)), "2 seconds")
       const other = performance.now()
       expect(yield* b!.cluster.nextSeq(7)).toBe(8)
-      expect(yield* b!.cluster.broadcast("during, too")).toBe(false)
+      expect(yield* b!.cluster.broadcast(() => "during, too")).toBe(false)
       expect(performance.now() - other, "nextSeq + broadcast once the hang is known").toBeLessThan(500)
 
       yield* server.resume
@@ -222,7 +222,7 @@ describe.skipIf(!hasTool("redis-server"))("RedisCluster", () => {
       yield* eventually("one leader again", soleLeader(all, redis), "3 seconds")
       yield* eventually("the counter raised to 21", Effect.promise(() => redis.get(SEQ_KEY).then((v) => (v === "21" ? v : undefined))), "3 seconds")
       expect(yield* b!.cluster.nextSeq(0)).toBe(22)
-      expect(yield* a!.cluster.broadcast("after")).toBe(true)
+      expect(yield* a!.cluster.broadcast(() => "after")).toBe(true)
       yield* eventually("after everywhere", Effect.sync(() => (all.every((i) => i.received.includes("after")) ? true : undefined)))
       // What was delivered locally was not also published when Redis continued.
       for (const i of all) expect(i.received).toEqual(["after"])
@@ -270,12 +270,12 @@ describe.skipIf(!hasTool("redis-server"))("RedisCluster", () => {
       const sent = all.flatMap((i) => Array.from({ length: 10 }, (_, k) => `${i.id}#${k}`))
       const delivered = yield* Effect.forEach(
         all,
-        (i) => Effect.forEach(Array.from({ length: 10 }, (_, k) => `${i.id}#${k}`), (m) => i.cluster.broadcast(m)),
+        (i) => Effect.forEach(Array.from({ length: 10 }, (_, k) => `${i.id}#${k}`), (m) => i.cluster.broadcast(() => m)),
         { concurrency: "unbounded" }
       )
       expect(delivered.flat().every((ok) => ok)).toBe(true)
       // A marker published after every reply came back arrives after all of them on every connection.
-      expect(yield* all[0]!.cluster.broadcast("marker")).toBe(true)
+      expect(yield* all[0]!.cluster.broadcast(() => "marker")).toBe(true)
       yield* eventually("the marker everywhere", Effect.sync(() => (all.every((i) => i.received.includes("marker")) ? true : undefined)))
 
       for (const i of all) {
@@ -291,21 +291,21 @@ describe.skipIf(!hasTool("redis-server"))("RedisCluster", () => {
       const redis = yield* inspect(server)
       const all = yield* instances(server, 3)
       yield* eventually("three subscribers", Effect.map(subscribers(redis), (n) => (n >= 3 ? n : undefined)))
-      expect(yield* all[0]!.cluster.broadcast("before")).toBe(true)
+      expect(yield* all[0]!.cluster.broadcast(() => "before")).toBe(true)
       yield* eventually("before everywhere", Effect.sync(() => (all.every((i) => i.received.length === 1) ? true : undefined)))
 
       yield* server.stop
       // Not sent: the caller delivers to its own clients instead.
-      expect(yield* all[1]!.cluster.broadcast("during")).toBe(false)
+      expect(yield* all[1]!.cluster.broadcast(() => "during")).toBe(false)
 
       yield* server.start
       // The client resubscribes on reconnect (RedisCluster subscribes only once).
       yield* eventually("three subscribers again", Effect.map(subscribers(redis), (n) => (n >= 3 ? n : undefined)), "8 seconds")
       const sent = all.map((i) => `after from ${i.id}`)
       for (const [k, i] of all.entries()) {
-        yield* eventually(`broadcast from instance ${k} goes out`, Effect.map(i.cluster.broadcast(sent[k]!), (ok) => (ok ? true : undefined)))
+        yield* eventually(`broadcast from instance ${k} goes out`, Effect.map(i.cluster.broadcast(() => sent[k]!), (ok) => (ok ? true : undefined)))
       }
-      expect(yield* all[2]!.cluster.broadcast("marker")).toBe(true)
+      expect(yield* all[2]!.cluster.broadcast(() => "marker")).toBe(true)
       yield* eventually("the marker everywhere", Effect.sync(() => (all.every((i) => i.received.includes("marker")) ? true : undefined)))
       for (const i of all) expect(i.received).toEqual(["before", ...sent, "marker"])
     }))
