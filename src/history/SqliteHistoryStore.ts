@@ -34,15 +34,24 @@ const setup = (db: Database) => {
   )
 }
 
-const UPSERT_LIVE = `INSERT INTO ${TABLE} (currency, asset, tier, bucket, t, price) VALUES (?, ?, ?, ?, ?, ?)
-  ON CONFLICT (currency, asset, tier, bucket) DO UPDATE SET t = excluded.t, price = excluded.price WHERE excluded.t >= ${TABLE}.t`
-const INSERT_SEED = `INSERT INTO ${TABLE} (currency, asset, tier, bucket, t, price) VALUES (?, ?, ?, ?, ?, ?)
-  ON CONFLICT (currency, asset, tier, bucket) DO NOTHING`
+const INSERT_ROWS = (rows: number) =>
+  `INSERT INTO ${TABLE} (currency, asset, tier, bucket, t, price) VALUES ${Array.from({ length: rows }, () => "(?, ?, ?, ?, ?, ?)").join(", ")}`
+/** A live point replaces an older one of its bucket; a seed only fills an empty bucket. */
+const ON_CONFLICT = {
+  live: `ON CONFLICT (currency, asset, tier, bucket) DO UPDATE SET t = excluded.t, price = excluded.price WHERE excluded.t >= ${TABLE}.t`,
+  seed: `ON CONFLICT (currency, asset, tier, bucket) DO NOTHING`
+} as const
+/**
+ * A round of a watchlist is hundreds of rows (50 assets × 3 currencies × 3 tiers): they go in
+ * statements of many rows (each a power of two up to this, so that few statements are prepared),
+ * which costs SQLite the same and crosses from JS to SQLite a few times instead of once a row. In
+ * one statement the rows are applied in order, as one statement a row would.
+ */
+const MAX_ROWS_PER_STATEMENT = 256
 const TRIM_SERIES = `DELETE FROM ${TABLE} WHERE currency = ? AND asset = ? AND tier = ? AND bucket < ?`
 const TRIM_TIER = `DELETE FROM ${TABLE} WHERE tier = ? AND bucket < ?`
 const SELECT = `SELECT t, price FROM ${TABLE} WHERE currency = ? AND asset = ? AND tier = ? AND bucket >= ? ORDER BY bucket`
 
-type Binding = [string, string, number, number, number, number]
 
 export const SqliteHistoryStoreLive = (options: SqliteHistoryOptions): Layer.Layer<HistoryStore> =>
   Layer.scoped(
@@ -53,27 +62,61 @@ export const SqliteHistoryStoreLive = (options: SqliteHistoryOptions): Layer.Lay
         (operation: "write" | "read" | "trim", reason, cause) => new HistoryStoreError({ store: "sqlite", operation, reason, cause })
       )
 
+      // Per series and tier, the oldest bucket it was last trimmed to (by this store).
+      const trimmedTo = new Map<string, number>()
+
       return HistoryStore.of({
         kind: "sqlite",
         location: options.path,
         write: Effect.fn("SqliteHistoryStore.write")(function*(writes, now) {
           yield* withDatabase("write", (db) => {
-            const live = db.query<unknown, Binding>(UPSERT_LIVE)
-            const seed = db.query<unknown, Binding>(INSERT_SEED)
             const trim = db.query<unknown, [string, string, number, number]>(TRIM_SERIES)
+            /** Inserts `values` (6 per row) with one mode's conflict rule, in statements of many rows. */
+            const insert = (mode: keyof typeof ON_CONFLICT, values: Array<string | number>) => {
+              let offset = 0
+              while (offset < values.length) {
+                const left = (values.length - offset) / 6
+                let rows = MAX_ROWS_PER_STATEMENT
+                while (rows > left) rows /= 2
+                db.query<unknown, Array<string | number>>(`${INSERT_ROWS(rows)} ${ON_CONFLICT[mode]}`)
+                  .run(...values.slice(offset, offset + rows * 6))
+                offset += rows * 6
+              }
+            }
+            const trimmed = new Map<string, number>()
             // One transaction per batch: one fsync for the whole round, and all of it or nothing.
             db.transaction(() => {
+              // Consecutive writes of one mode go together; the batch's order is kept.
+              let mode: keyof typeof ON_CONFLICT = "seed"
+              let values: Array<string | number> = []
               for (const write of writes) {
-                const statement = write.mode === "live" ? live : seed
+                if (write.mode !== mode) {
+                  insert(mode, values)
+                  mode = write.mode
+                  values = []
+                }
                 for (const tier of write.tiers) {
                   const oldest = keepFrom(tier, now)
                   for (const [t, price] of write.points) {
-                    if (t >= oldest) statement.run(write.currency, write.asset, tier.id, bucketOf(tier, t), t, price)
+                    if (t >= oldest) values.push(write.currency, write.asset, tier.id, bucketOf(tier, t), t, price)
                   }
-                  trim.run(write.currency, write.asset, tier.id, bucketOf(tier, oldest))
+                }
+              }
+              insert(mode, values)
+              // A series is trimmed when its oldest kept bucket moves on (at most once a minute), not on every write.
+              for (const write of writes) {
+                for (const tier of write.tiers) {
+                  const series = `${write.currency}\u0000${write.asset}\u0000${tier.id}`
+                  const from = bucketOf(tier, keepFrom(tier, now))
+                  if ((trimmed.get(series) ?? trimmedTo.get(series) ?? Number.NEGATIVE_INFINITY) < from) {
+                    trim.run(write.currency, write.asset, tier.id, from)
+                    trimmed.set(series, from)
+                  }
                 }
               }
             })()
+            // Only once the transaction committed: a batch that failed trims again next time.
+            for (const [series, from] of trimmed) trimmedTo.set(series, from)
           })
         }),
         read: Effect.fn("SqliteHistoryStore.read")(function*(series, tiers, from) {
