@@ -376,10 +376,12 @@ describe.skipIf(!hasTool("redis-server"))("dashcast binary: three instances over
     const { clients, fake } = cluster
     await Promise.all(clients.map((c, k) => nextUpdate(c, 0, `a first update on client ${k}`, 8_000)))
     const leader = await waitFor(cluster.leader, "an instance named in dashcast:leader")
-    // The leader's next round gets CoinGecko's 429 with an hour's wait.
+    // The leader's next round gets CoinGecko's 429 with an hour's wait. (Frames from before are not
+    // its answer: under load an earlier round may have failed on its own.)
+    const before = clients[0]!.frames().length
     fake.fail("coins_markets", Fault.RateLimited({ retryAfter: "3600" }), { times: 1 })
     await fake.waitForRequests(fake.requestsTo("coins_markets").length + 1, "coins_markets")
-    const error = await clients[0]!.waitFor((m) => m.type === "error", { label: "the error after the 429", timeoutMs: 4_000 })
+    const error = await clients[0]!.waitFor((m) => m.type === "error", { label: "the error after the 429", timeoutMs: 4_000, after: before })
     if (error.message.type !== "error") throw new Error("unreachable")
     expect(error.message.retry_after).toBeGreaterThan(3_500)
     const sent = fake.requests().length
