@@ -54,7 +54,14 @@ const STREAM_IDLE_TIMEOUT_SECONDS = IDLE_TIMEOUT_SECONDS
 /** The longest `Last-Event-ID` read as a seq; anything else is ignored and the client gets a welcome. */
 const LAST_EVENT_ID = /^\d{1,15}$/
 const SHUTDOWN_GRACE = Duration.seconds(3)
+/**
+ * Every socket gets a timestamped ping every 30 s, in 30 slices a second apart: all at once, 10,000
+ * pings and their pongs would hold the event loop for tens of milliseconds every 30 s and delay a
+ * broadcast that falls then.
+ */
 const RTT_PING_INTERVAL = Duration.seconds(30)
+const RTT_PING_SLICES = 30
+const RTT_PING_SLICE_GAP = Duration.millis(Duration.toMillis(RTT_PING_INTERVAL) / RTT_PING_SLICES)
 const PING_PAYLOAD_BYTES = 8
 
 export class ServerStartError extends Data.TaggedError("ServerStartError")<{
@@ -338,12 +345,15 @@ export class Server extends Effect.Service<Server>()("dashcast/Server", {
         })
     )
 
-    // Round-trip time, measured with timestamped pings (the seed's "average message latency").
+    // Round-trip time, measured with timestamped pings (the seed's "average message latency"): each
+    // second, the sockets of that second's slice (by socket id), so each socket every 30 s.
+    let slice = 0
     yield* Effect.sync(() => {
       const payload = Buffer.alloc(PING_PAYLOAD_BYTES)
       payload.writeDoubleLE(performance.now())
-      for (const ws of sockets) ws.ping(payload)
-    }).pipe(Effect.repeat(Schedule.spaced(RTT_PING_INTERVAL)), Effect.delay(RTT_PING_INTERVAL), Effect.forkScoped)
+      for (const ws of sockets) if (ws.data.id % RTT_PING_SLICES === slice) ws.ping(payload)
+      slice = (slice + 1) % RTT_PING_SLICES
+    }).pipe(Effect.repeat(Schedule.spaced(RTT_PING_SLICE_GAP)), Effect.delay(RTT_PING_SLICE_GAP), Effect.forkScoped)
 
     // Every frame of a topic, whatever its type, also goes to the topic's event streams: the one hook
     // through which the Broadcaster reaches clients, so a new kind of frame needs nothing here.

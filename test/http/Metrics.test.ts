@@ -4,7 +4,7 @@
  * fake upstream. Metrics are process-wide, so tests compare scrapes before and after.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Context, Effect, Layer, Logger, LogLevel, Option } from "effect"
+import { ConfigProvider, Context, Effect, Layer, Logger, LogLevel, Option, TestClock } from "effect"
 import { CacheManager } from "../../src/cache/CacheManager.js"
 import { AppConfig } from "../../src/Config.js"
 import { MarketData } from "../../src/market/MarketData.js"
@@ -116,6 +116,31 @@ describe("GET /metrics", () => {
       )
       expect(value(closed, "dashcast_connection_duration_seconds_count{transport=\"websocket\"}") - value(before, "dashcast_connection_duration_seconds_count{transport=\"websocket\"}")).toBe(2)
       expect(value(closed, "dashcast_connections_active{transport=\"websocket\"}")).toBe(value(before, "dashcast_connections_active{transport=\"websocket\"}"))
+    }))
+
+  it.scoped("pings every socket once every 30 s, a thirtieth of them each second, and records each pong's round trip", () =>
+    Effect.gen(function*() {
+      // The TestClock drives the pings; the sockets and their pongs are real.
+      const server = yield* TestServer.start()
+      const pongs = Effect.flatMap(server.fetch("/metrics"), (r) => Effect.promise(() => r.text())).pipe(
+        Effect.map((text) => value(parse(text), "dashcast_ping_rtt_seconds_count"))
+      )
+      const clients = yield* Effect.forEach(Array.from({ length: 60 }), () => WsClient.connect(server.wsUrl))
+      yield* Effect.forEach(clients, (client) => client.next())
+      const before = yield* pongs
+      /** Pongs since `before` once `expected` have come back (real time: a few milliseconds each). */
+      const awaitPongs = (expected: number) =>
+        pongs.pipe(Effect.map((n) => n - before), Effect.repeat({ until: (n) => n >= expected, times: 200 }))
+      yield* TestClock.adjust("999 millis")
+      expect(yield* pongs).toBe(before)
+      for (let second = 1; second <= 30; second++) {
+        yield* TestClock.adjust("1 second")
+        // Two sockets a second (60 / 30), never more: a round is spread over its 30 seconds.
+        expect(yield* awaitPongs(2 * second)).toBe(2 * second)
+      }
+      // Each of the 60 sockets answered once in the round; the next round begins a second later.
+      yield* TestClock.adjust("1 second")
+      expect(yield* awaitPongs(62)).toBe(62)
     }))
 
   it.scopedLive("counts force updates refused within MIN_FETCH_GAP", () =>
