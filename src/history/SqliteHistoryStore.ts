@@ -52,7 +52,6 @@ const TRIM_SERIES = `DELETE FROM ${TABLE} WHERE currency = ? AND asset = ? AND t
 const TRIM_TIER = `DELETE FROM ${TABLE} WHERE tier = ? AND bucket < ?`
 const SELECT = `SELECT t, price FROM ${TABLE} WHERE currency = ? AND asset = ? AND tier = ? AND bucket >= ? ORDER BY bucket`
 
-
 export const SqliteHistoryStoreLive = (options: SqliteHistoryOptions): Layer.Layer<HistoryStore> =>
   Layer.scoped(
     HistoryStore,

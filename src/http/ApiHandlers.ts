@@ -33,8 +33,8 @@ import {
   DashboardResponse,
   DashcastApi,
   NotFound,
-  TooManyRequests,
   RefreshResponse,
+  TooManyRequests,
   Unauthorized,
   Unavailable,
   UpstreamFailed
